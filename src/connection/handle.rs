@@ -1,0 +1,299 @@
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::error::ErrorKind;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Takes new streams.
+    Open,
+    /// Takes no new stream; the streams it has run to their end.
+    Draining,
+    /// Gone: no stream runs on it any more.
+    Closed,
+}
+
+impl Phase {
+    fn from_u8(value: u8) -> Phase {
+        match value {
+            0 => Phase::Open,
+            1 => Phase::Draining,
+            _ => Phase::Closed,
+        }
+    }
+}
+
+/// Why a connection stopped taking streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The kind of error that new requests on it would see.
+    pub kind: ErrorKind,
+    /// Who or what decided, in words (for logs).
+    pub detail: String,
+}
+
+/// A cheap handle onto one connection's shared state.
+///
+/// The connection's service clones, its driver task and whoever watches it
+/// (the pool, the readiness and drain layers) all see the same state: phase,
+/// streams in flight against the stream limit, and a [`Notify`] that fires
+/// whenever a stream slot frees up or the phase changes.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    id: u64,
+    phase: AtomicU8,
+    /// Streams reserved by `poll_ready` or running; never above the limit.
+    load: AtomicUsize,
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS as h2 last reported it.
+    peer_max_streams: AtomicUsize,
+    /// The user's own cap on concurrent streams.
+    local_max_streams: usize,
+    streams_started: AtomicU64,
+    highest_stream_id: AtomicU32,
+    created: Instant,
+    /// Milliseconds after `created` at which the load last dropped to zero.
+    idle_since_ms: AtomicU64,
+    close_reason: Mutex<Option<CloseReason>>,
+    pub(crate) notify: Arc<Notify>,
+    /// Fires on phase changes only, for watchers that must not swallow the
+    /// slot wake-ups `notify` hands to waiting requests one at a time.
+    phase_changed: Notify,
+    pub(crate) ping_pong: Mutex<Option<h2::PingPong>>,
+}
+
+const OPEN: u8 = 0;
+const DRAINING: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// Until the peer's SETTINGS arrive, RFC 9113 lets us assume 100 streams.
+pub(crate) const DEFAULT_PEER_MAX_STREAMS: usize = 100;
+
+impl ConnectionHandle {
+    pub(crate) fn new(id: u64, local_max_streams: usize, notify: Arc<Notify>) -> Self {
+        ConnectionHandle {
+            shared: Arc::new(Shared {
+                id,
+                phase: AtomicU8::new(OPEN),
+                load: AtomicUsize::new(0),
+                peer_max_streams: AtomicUsize::new(DEFAULT_PEER_MAX_STREAMS),
+                local_max_streams: local_max_streams.max(1),
+                streams_started: AtomicU64::new(0),
+                highest_stream_id: AtomicU32::new(0),
+                created: Instant::now(),
+                idle_since_ms: AtomicU64::new(0),
+                close_reason: Mutex::new(None),
+                notify,
+                phase_changed: Notify::new(),
+                ping_pong: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// A process-unique id, for logs and stats.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The connection's phase now.
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.shared.phase.load(Ordering::Acquire))
+    }
+
+    /// Returns true while the connection takes new streams.
+    pub fn is_open(&self) -> bool {
+        self.phase() == Phase::Open
+    }
+
+    /// Streams reserved or running on the connection.
+    pub fn load(&self) -> usize {
+        self.shared.load.load(Ordering::Acquire)
+    }
+
+    /// How many streams may run at once: the peer's limit, capped by ours.
+    pub fn max_streams(&self) -> usize {
+        self.shared
+            .peer_max_streams
+            .load(Ordering::Acquire)
+            .min(self.shared.local_max_streams)
+    }
+
+    /// Stream slots free now (zero when not open).
+    pub fn free_slots(&self) -> usize {
+        if !self.is_open() {
+            return 0;
+        }
+        self.max_streams().saturating_sub(self.load())
+    }
+
+    /// Streams ever started on the connection.
+    pub fn streams_started(&self) -> u64 {
+        self.shared.streams_started.load(Ordering::Relaxed)
+    }
+
+    /// The highest stream id used so far (0 before the first stream).
+    pub fn highest_stream_id(&self) -> u32 {
+        self.shared.highest_stream_id.load(Ordering::Relaxed)
+    }
+
+    /// How long ago the connection was established.
+    pub fn age(&self) -> Duration {
+        self.shared.created.elapsed()
+    }
+
+    /// How long the connection has had no stream, or `None` while it has some.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if self.load() > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.shared.idle_since_ms.load(Ordering::Relaxed));
+        Some(self.age().saturating_sub(since))
+    }
+
+    /// Why the connection stopped taking streams, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        lock(&self.shared.close_reason).clone()
+    }
+
+    /// Resolves when a slot frees up or the phase changes (maybe spuriously).
+    pub fn notify(&self) -> &Arc<Notify> {
+        &self.shared.notify
+    }
+
+    /// Stops new streams on the connection; running streams go on.
+    ///
+    /// Returns true if this call moved it out of [`Phase::Open`].
+    pub fn start_draining(&self, kind: ErrorKind, detail: impl Into<String>) -> bool {
+        let moved = self
+            .shared
+            .phase
+            .compare_exchange(OPEN, DRAINING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if moved {
+            self.set_reason(kind, detail.into());
+            self.phase_changed();
+        }
+        moved
+    }
+
+    /// Marks the connection gone. Returns true if it was not closed before.
+    pub fn mark_closed(&self, kind: ErrorKind, detail: impl Into<String>) -> bool {
+        let before = self.shared.phase.swap(CLOSED, Ordering::AcqRel);
+        if before != CLOSED {
+            self.set_reason(kind, detail.into());
+            self.phase_changed();
+        }
+        before != CLOSED
+    }
+
+    /// Resolves on the next phase change (create it before checking the phase).
+    pub fn phase_changed_notify(&self) -> &Notify {
+        &self.shared.phase_changed
+    }
+
+    fn phase_changed(&self) {
+        self.shared.notify.notify_waiters();
+        self.shared.phase_changed.notify_waiters();
+    }
+
+    /// Takes the connection's PING handle, once; `None` after the first call.
+    pub fn take_ping_pong(&self) -> Option<h2::PingPong> {
+        lock(&self.shared.ping_pong).take()
+    }
+
+    pub(crate) fn set_peer_max_streams(&self, max: usize) {
+        let before = self.shared.peer_max_streams.swap(max, Ordering::AcqRel);
+        if max > before {
+            self.shared.notify.notify_waiters();
+        }
+    }
+
+    /// Reserves a stream slot if one is free and the connection is open.
+    pub(crate) fn try_reserve(&self) -> Option<StreamSlot> {
+        if !self.is_open() {
+            return None;
+        }
+        let max = self.max_streams();
+        let mut load = self.shared.load.load(Ordering::Acquire);
+        loop {
+            if load >= max {
+                return None;
+            }
+            match self.shared.load.compare_exchange_weak(
+                load,
+                load + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Some(StreamSlot {
+                        handle: self.clone(),
+                    })
+                }
+                Err(now) => load = now,
+            }
+        }
+    }
+
+    pub(crate) fn record_stream(&self, id: u32) {
+        self.shared.streams_started.fetch_add(1, Ordering::Relaxed);
+        self.shared.highest_stream_id.fetch_max(id, Ordering::Relaxed);
+    }
+
+    fn set_reason(&self, kind: ErrorKind, detail: String) {
+        let mut reason = lock(&self.shared.close_reason);
+        if reason.is_none() {
+            *reason = Some(CloseReason { kind, detail });
+        }
+    }
+}
+
+impl fmt::Debug for ConnectionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionHandle")
+            .field("id", &self.id())
+            .field("phase", &self.phase())
+            .field("load", &self.load())
+            .field("max_streams", &self.max_streams())
+            .finish()
+    }
+}
+
+/// One reserved stream slot; gives it back when dropped.
+pub(crate) struct StreamSlot {
+    handle: ConnectionHandle,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let shared = &self.handle.shared;
+        if shared.load.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let idle_since = shared.created.elapsed().as_millis();
+            shared
+                .idle_since_ms
+                .store(u64::try_from(idle_since).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+        shared.notify.notify_one();
+    }
+}
+
+impl fmt::Debug for StreamSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamSlot")
+            .field("connection", &self.handle.id())
+            .finish()
+    }
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,28 @@
+//! One HTTP/2 connection as a tower [`Service`](tower_service::Service).
+//!
+//! This is the room everything else builds on: the pool keeps several
+//! [`Connection`]s per origin, and the [readiness](crate::readiness) and
+//! [drain](crate::drain) layers wrap one each. It knows nothing of them.
+//!
+//! A [`Connection`] reserves a stream slot in `poll_ready`, sends headers in
+//! `call`, and streams the request body from a task of its own while the
+//! response future waits for the response headers, so a server that answers
+//! only after it has read some of the body (gRPC bidi streams) works. Its
+//! [`ConnectionHandle`] is the shared state that watchers read: phase, load,
+//! stream limit, and a [`Notify`](tokio::sync::Notify) for changes.
+
+mod future;
+mod handle;
+mod service;
+mod settings;
+pub(crate) mod stream;
+
+pub use self::future::ResponseFuture;
+pub use self::handle::{CloseReason, ConnectionHandle, Phase};
+pub(crate) use self::handle::lock;
+pub use self::service::Connection;
+pub use self::settings::{
+    Http2Settings, DEFAULT_CONNECTION_WINDOW, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_SEND_BUFFER_SIZE,
+    DEFAULT_STREAM_WINDOW,
+};

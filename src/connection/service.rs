@@ -1,0 +1,376 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use h2::client::SendRequest;
+use http::header::{HeaderName, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, Request, Response};
+use http_body::Body as HttpBody;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
+use tower_service::Service;
+use tracing::Instrument;
+
+use super::future::ResponseFuture;
+use super::handle::{ConnectionHandle, StreamSlot};
+use super::settings::Http2Settings;
+use super::stream::{send_body, StreamGuard};
+use crate::body::Body;
+use crate::error::{BoxError, Delivery, Error, ErrorKind};
+
+/// One HTTP/2 connection as a [`Service`].
+///
+/// `poll_ready` is honest: it reserves one of the connection's stream slots
+/// (the server's SETTINGS_MAX_CONCURRENT_STREAMS, capped by
+/// [`Http2Settings::max_concurrent_streams`]) and stays `Pending` while all
+/// are taken. `call` sends the request headers and returns a future that
+/// resolves as soon as the response headers arrive, while a task of its own
+/// streams the request body (full duplex).
+///
+/// A connection that has gone away never fails `poll_ready`: `call` then
+/// fails at once with an error whose [`delivery`](Error::delivery) is
+/// [`Delivery::NeverSent`] and which carries the request back
+/// ([`Error::take_request`]), so a caller can send it elsewhere.
+///
+/// Clones share the connection; each clone reserves its own slot.
+///
+/// ```no_run
+/// use h2pool::connection::{Connection, Http2Settings};
+/// use tower::ServiceExt;
+///
+/// # async fn doc() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let tcp = tokio::net::TcpStream::connect("127.0.0.1:8080").await?;
+/// let connection = Connection::handshake(tcp, &Http2Settings::default()).await?;
+/// let request = http::Request::get("http://127.0.0.1:8080/").body(h2pool::Body::empty())?;
+/// let response = connection.oneshot(request).await?;
+/// println!("{}", response.status());
+/// # Ok(()) }
+/// ```
+pub struct Connection {
+    send: SendRequest<Bytes>,
+    handle: ConnectionHandle,
+    slot: Option<StreamSlot>,
+    waiter: Option<Pin<Box<OwnedNotified>>>,
+}
+
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Connection {
+    /// Performs the HTTP/2 handshake over `io` and spawns the task that
+    /// drives the connection on the current tokio runtime.
+    ///
+    /// Resolves once the server's SETTINGS have arrived (confirmed with a
+    /// PING round trip), so stream limits are known before the first request.
+    pub async fn handshake<IO>(io: IO, settings: &Http2Settings) -> Result<Connection, Error>
+    where
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let span = tracing::debug_span!("h2pool::connection", id = tracing::field::Empty);
+        Self::handshake_with(io, settings, Arc::new(Notify::new()), span).await
+    }
+
+    /// Like [`handshake`](Self::handshake), sharing `notify` with other
+    /// connections (a pool wakes its waiting requests through it) and
+    /// running the connection task in `span`.
+    pub(crate) async fn handshake_with<IO>(
+        io: IO,
+        settings: &Http2Settings,
+        notify: Arc<Notify>,
+        span: tracing::Span,
+    ) -> Result<Connection, Error>
+    where
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+        span.record("id", id);
+        let local_max = settings.max_concurrent_streams.unwrap_or(usize::MAX);
+        let handle = ConnectionHandle::new(id, local_max, notify);
+
+        let handshake = settings.h2_builder().handshake::<_, Bytes>(io);
+        let (send, mut connection) =
+            match tokio::time::timeout(settings.handshake_timeout, handshake).await {
+                Ok(Ok(parts)) => parts,
+                Ok(Err(h2_error)) => {
+                    return Err(Error::new(ErrorKind::Handshake, Delivery::NeverSent)
+                        .with_source(h2_error))
+                }
+                Err(_) => return Err(handshake_timed_out()),
+            };
+        let ping_pong = connection.ping_pong();
+
+        let driver_handle = handle.clone();
+        tokio::spawn(
+            async move {
+                let outcome = connection.await;
+                let (kind, detail) = match &outcome {
+                    Ok(()) => (ErrorKind::ConnectionClosed, "closed".to_owned()),
+                    Err(error) if error.is_go_away() && error.is_remote() => {
+                        (ErrorKind::GoAway, format!("server sent GOAWAY: {error}"))
+                    }
+                    Err(error) => (ErrorKind::ConnectionClosed, format!("connection error: {error}")),
+                };
+                driver_handle.mark_closed(kind, detail.clone());
+                tracing::debug!(reason = %detail, streams = driver_handle.streams_started(), "connection closed");
+            }
+            .instrument(span.clone()),
+        );
+
+        // The server's SETTINGS come before its answer to our PING, so once
+        // the PONG is in, `current_max_send_streams` is the server's word.
+        if let Some(mut ping_pong) = ping_pong {
+            let pong = tokio::time::timeout(
+                settings.handshake_timeout,
+                ping_pong.ping(h2::Ping::opaque()),
+            )
+            .await;
+            match pong {
+                Ok(Ok(_)) => {}
+                Ok(Err(h2_error)) => {
+                    handle.mark_closed(ErrorKind::Handshake, "handshake failed");
+                    return Err(
+                        Error::new(ErrorKind::Handshake, Delivery::NeverSent).with_source(h2_error)
+                    );
+                }
+                Err(_) => {
+                    handle.mark_closed(ErrorKind::Handshake, "handshake timed out");
+                    return Err(handshake_timed_out());
+                }
+            }
+            *super::handle::lock(&handle.shared.ping_pong) = Some(ping_pong);
+        }
+        handle.set_peer_max_streams(send.current_max_send_streams());
+        span.in_scope(|| {
+            tracing::debug!(
+                max_concurrent_streams = send.current_max_send_streams(),
+                "connection established"
+            )
+        });
+
+        Ok(Connection {
+            send,
+            handle,
+            slot: None,
+            waiter: None,
+        })
+    }
+
+    /// The connection's shared state.
+    pub fn handle(&self) -> &ConnectionHandle {
+        &self.handle
+    }
+
+    /// Records what a failed h2 `poll_ready` or `send_request` says about the
+    /// connection: a GOAWAY means draining, anything else means gone.
+    fn note_connection_error(&self, h2_error: &h2::Error) {
+        if h2_error.is_go_away() && h2_error.is_remote() {
+            if self.handle.start_draining(ErrorKind::GoAway, h2_error.to_string()) {
+                tracing::debug!(connection = self.handle.id(), reason = ?h2_error.reason(), "received GOAWAY, draining");
+            }
+        } else if self
+            .handle
+            .mark_closed(ErrorKind::ConnectionClosed, h2_error.to_string())
+        {
+            tracing::debug!(connection = self.handle.id(), error = %h2_error, "connection failed");
+        }
+    }
+
+    /// Waits for a stream slot; once `Ready`, [`is_reserved`](Self::is_reserved)
+    /// tells whether one was had (false: the connection is not open).
+    pub(crate) fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.poll_slot(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if self.slot.is_none() {
+            // Gone or draining: `call` fails fast and hands the request back.
+            return Poll::Ready(());
+        }
+        match self.send.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Ready(Err(h2_error)) => {
+                self.note_connection_error(&h2_error);
+                self.slot = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Returns true while this clone holds a reserved stream slot.
+    pub(crate) fn is_reserved(&self) -> bool {
+        self.slot.is_some()
+    }
+
+    fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.slot.is_some() || !self.handle.is_open() {
+                self.waiter = None;
+                return Poll::Ready(());
+            }
+            self.handle
+                .set_peer_max_streams(self.send.current_max_send_streams());
+            let notify = self.handle.notify();
+            let waiter = self
+                .waiter
+                .get_or_insert_with(|| Box::pin(notify.clone().notified_owned()));
+            // Register before looking, so a slot freed in between still wakes us.
+            waiter.as_mut().enable();
+            if let Some(slot) = self.handle.try_reserve() {
+                self.slot = Some(slot);
+                continue;
+            }
+            match waiter.as_mut().poll(cx) {
+                Poll::Ready(()) => self.waiter = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Clone for Connection {
+    fn clone(&self) -> Self {
+        Connection {
+            send: self.send.clone(),
+            handle: self.handle.clone(),
+            slot: None,
+            waiter: None,
+        }
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("handle", &self.handle)
+            .field("ready", &self.slot.is_some())
+            .finish()
+    }
+}
+
+impl<B> Service<Request<B>> for Connection
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Buf + Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.poll_reserve(cx).map(Ok)
+    }
+
+    fn call(&mut self, request: Request<B>) -> ResponseFuture {
+        let Some(slot) = self.slot.take() else {
+            let error = if self.handle.is_open() {
+                Error::new(ErrorKind::NotReady, Delivery::NeverSent)
+            } else {
+                not_open_error(&self.handle)
+            };
+            return ResponseFuture::failed(error.with_request(request));
+        };
+        if !self.handle.is_open() {
+            return ResponseFuture::failed(not_open_error(&self.handle).with_request(request));
+        }
+
+        let (mut parts, body) = request.into_parts();
+        strip_connection_headers(&mut parts.headers);
+        let end_of_stream = body.is_end_stream();
+        let head = Request::from_parts(parts, ());
+        match self.send.send_request(head, end_of_stream) {
+            Ok((response, send_stream)) => {
+                self.handle.record_stream(response.stream_id().as_u32());
+                let body_task = if end_of_stream {
+                    None
+                } else {
+                    Some(tokio::spawn(send_body(body, send_stream)))
+                };
+                ResponseFuture::waiting(response, StreamGuard::new(slot, body_task))
+            }
+            Err(h2_error) => {
+                let user_error = !h2_error.is_go_away() && !h2_error.is_io() && h2_error.reason().is_none();
+                if user_error {
+                    return ResponseFuture::failed(
+                        Error::new(ErrorKind::InvalidRequest, Delivery::NeverSent)
+                            .with_source(h2_error),
+                    );
+                }
+                self.note_connection_error(&h2_error);
+                ResponseFuture::failed(Error::from_h2(h2_error, false))
+            }
+        }
+    }
+}
+
+fn not_open_error(handle: &ConnectionHandle) -> Error {
+    let reason = handle.close_reason();
+    let kind = match reason.as_ref().map(|reason| reason.kind) {
+        Some(ErrorKind::GoAway) => ErrorKind::GoAway,
+        Some(ErrorKind::KeepAliveTimeout) => ErrorKind::KeepAliveTimeout,
+        _ => ErrorKind::ConnectionClosed,
+    };
+    let error = Error::new(kind, Delivery::NeverSent);
+    match reason {
+        Some(reason) => error.with_detail(reason.detail),
+        None => error,
+    }
+}
+
+fn handshake_timed_out() -> Error {
+    Error::new(ErrorKind::Handshake, Delivery::NeverSent)
+        .with_detail("no SETTINGS from the server within the handshake timeout")
+}
+
+/// HTTP/2 forbids connection-specific headers (RFC 9113 section 8.2.2); a
+/// request that crossed an HTTP/1.1 hop often has them, so drop them rather
+/// than fail, as hyper does.
+fn strip_connection_headers(headers: &mut HeaderMap) {
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    if headers.is_empty() {
+        return;
+    }
+    if let Some(connection) = headers.remove(CONNECTION) {
+        // Headers the Connection header names are hop-by-hop too.
+        if let Ok(names) = connection.to_str() {
+            for name in names.split(',') {
+                if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+    for name in [TRANSFER_ENCODING, UPGRADE, KEEP_ALIVE, PROXY_CONNECTION] {
+        headers.remove(name);
+    }
+    if headers
+        .get(TE)
+        .is_some_and(|te| !te.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(TE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_specific_headers_are_removed_and_te_trailers_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, "close, x-hop".parse().unwrap());
+        headers.insert("x-hop", "1".parse().unwrap());
+        headers.insert("keep-alive", "timeout=5".parse().unwrap());
+        headers.insert(TRANSFER_ENCODING, "chunked".parse().unwrap());
+        headers.insert(TE, "trailers".parse().unwrap());
+        headers.insert("x-end-to-end", "1".parse().unwrap());
+        strip_connection_headers(&mut headers);
+        let names: Vec<_> = headers.keys().map(|name| name.as_str()).collect();
+        assert_eq!(names, ["te", "x-end-to-end"]);
+    }
+}

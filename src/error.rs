@@ -1,0 +1,375 @@
+//! The one error type of h2pool.
+//!
+//! Every failure carries two facts a caller needs: *what* went wrong
+//! ([`ErrorKind`]) and *how far the request got* ([`Delivery`]). The second is
+//! what makes replays safe: a request that was [never sent](Delivery::NeverSent)
+//! or [refused unprocessed](Delivery::Refused) can go again whatever its
+//! method, one that [may have been processed](Delivery::MaybeProcessed) cannot
+//! without the user's consent.
+
+use std::any::Any;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Mutex;
+
+/// A type-erased error, as tower and http-body use.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// What went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The request URI has no scheme or no authority, or cannot be used as an origin.
+    InvalidUri,
+    /// The request URI's scheme is not one the connector serves.
+    UnsupportedScheme,
+    /// The request could not be turned into HTTP/2 frames (for example a connection-specific header).
+    InvalidRequest,
+    /// Opening the transport connection failed.
+    Connect,
+    /// Opening the transport connection took longer than the connect timeout.
+    ConnectTimeout,
+    /// The HTTP/2 handshake with the server failed.
+    Handshake,
+    /// The connection was closed, or went away, before or while the request used it.
+    ConnectionClosed,
+    /// The server sent GOAWAY and will not process the request's stream.
+    GoAway,
+    /// The server reset the stream with REFUSED_STREAM: it did no processing.
+    Refused,
+    /// The stream was reset by the server, or by h2 because of a protocol error.
+    StreamReset,
+    /// The peer broke the HTTP/2 protocol, or the connection failed mid-stream.
+    Protocol,
+    /// The server did not answer a keep-alive PING in time.
+    KeepAliveTimeout,
+    /// Too many requests were already waiting for a connection to this origin.
+    PendingLimit,
+    /// The request waited longer than the pending timeout for a stream slot.
+    PendingTimeout,
+    /// The request body returned an error while it was being sent.
+    RequestBody,
+    /// The response body could not be read to its end.
+    ResponseBody,
+    /// `call` was made without a successful `poll_ready` before it.
+    NotReady,
+    /// A replay was needed, but the body had outgrown the replay buffer.
+    BodyTooLargeToReplay,
+}
+
+impl ErrorKind {
+    /// All kinds, in the order [`crate::stats`] reports them.
+    pub const ALL: [ErrorKind; 18] = [
+        ErrorKind::InvalidUri,
+        ErrorKind::UnsupportedScheme,
+        ErrorKind::InvalidRequest,
+        ErrorKind::Connect,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::Handshake,
+        ErrorKind::ConnectionClosed,
+        ErrorKind::GoAway,
+        ErrorKind::Refused,
+        ErrorKind::StreamReset,
+        ErrorKind::Protocol,
+        ErrorKind::KeepAliveTimeout,
+        ErrorKind::PendingLimit,
+        ErrorKind::PendingTimeout,
+        ErrorKind::RequestBody,
+        ErrorKind::ResponseBody,
+        ErrorKind::NotReady,
+        ErrorKind::BodyTooLargeToReplay,
+    ];
+
+    /// A short stable name, for metrics labels and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidUri => "invalid_uri",
+            ErrorKind::UnsupportedScheme => "unsupported_scheme",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Connect => "connect",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::Handshake => "handshake",
+            ErrorKind::ConnectionClosed => "connection_closed",
+            ErrorKind::GoAway => "go_away",
+            ErrorKind::Refused => "refused",
+            ErrorKind::StreamReset => "stream_reset",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::KeepAliveTimeout => "keep_alive_timeout",
+            ErrorKind::PendingLimit => "pending_limit",
+            ErrorKind::PendingTimeout => "pending_timeout",
+            ErrorKind::RequestBody => "request_body",
+            ErrorKind::ResponseBody => "response_body",
+            ErrorKind::NotReady => "not_ready",
+            ErrorKind::BodyTooLargeToReplay => "body_too_large_to_replay",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How far a failed request got; decides whether it may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// No byte of the request reached the server: safe to send again, whatever the method.
+    NeverSent,
+    /// The server received the stream but guarantees it did no processing
+    /// (REFUSED_STREAM, or a stream id above a GOAWAY's last_stream_id):
+    /// safe to send again, whatever the method (RFC 9113 section 8.7).
+    Refused,
+    /// The server may have acted on the request: sending it again may repeat
+    /// its effects, so only idempotent requests should be, and only by choice.
+    MaybeProcessed,
+}
+
+/// The error of every h2pool service, future and body.
+///
+/// It keeps its cause as [`source`](StdError::source) (an [`h2::Error`],
+/// an [`std::io::Error`] or the body's own error), so tools that walk the
+/// chain, such as tonic's `Status::from_error`, see the HTTP/2 reason.
+pub struct Error {
+    kind: ErrorKind,
+    delivery: Delivery,
+    detail: Option<Box<str>>,
+    source: Option<BoxError>,
+    // The untouched request, when it never left the client, so a caller can
+    // send it again without copying (like hyper's `TrySendError`). A Mutex
+    // keeps `Error: Sync` while the request body need only be `Send`.
+    returned: Option<Mutex<Box<dyn Any + Send>>>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, delivery: Delivery) -> Self {
+        Error {
+            kind,
+            delivery,
+            detail: None,
+            source: None,
+            returned: None,
+        }
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into().into_boxed_str());
+        self
+    }
+
+    pub(crate) fn with_request<T: Send + 'static>(mut self, request: T) -> Self {
+        self.returned = Some(Mutex::new(Box::new(request)));
+        self
+    }
+
+    /// Builds the error for an [`h2::Error`] that ended a stream, given
+    /// whether the request's headers had been handed to h2.
+    pub(crate) fn from_h2(err: h2::Error, headers_sent: bool) -> Self {
+        let remote = err.is_remote();
+        let (kind, delivery) = if err.is_go_away() && remote && err.reason().is_some() {
+            // A stream of ours that h2 ends with the remote GOAWAY is above the
+            // peer's last_stream_id: the peer promises it was not processed.
+            // (Streams at or below it run on, and end normally or with an I/O error.)
+            (ErrorKind::GoAway, Delivery::Refused)
+        } else if err.is_reset() && remote && err.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            (ErrorKind::Refused, Delivery::Refused)
+        } else if err.is_reset() {
+            (ErrorKind::StreamReset, Delivery::MaybeProcessed)
+        } else if err.is_io() {
+            (ErrorKind::ConnectionClosed, Delivery::MaybeProcessed)
+        } else if err.is_go_away() {
+            (ErrorKind::ConnectionClosed, Delivery::MaybeProcessed)
+        } else {
+            (ErrorKind::Protocol, Delivery::MaybeProcessed)
+        };
+        let delivery = if headers_sent {
+            delivery
+        } else {
+            Delivery::NeverSent
+        };
+        Error::new(kind, delivery).with_source(err)
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// How far the request got before it failed.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// Returns true if the request never reached the server.
+    pub fn is_never_sent(&self) -> bool {
+        self.delivery == Delivery::NeverSent
+    }
+
+    /// Returns true if the server refused the request without processing it
+    /// (REFUSED_STREAM, or a stream above a GOAWAY's last_stream_id).
+    pub fn is_refused(&self) -> bool {
+        self.delivery == Delivery::Refused
+    }
+
+    /// Returns true if sending the request again cannot repeat its effects:
+    /// it was never sent, or it was refused unprocessed.
+    pub fn is_safe_to_replay(&self) -> bool {
+        self.delivery != Delivery::MaybeProcessed
+    }
+
+    /// Returns true if opening a connection failed or timed out.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Connect | ErrorKind::ConnectTimeout | ErrorKind::Handshake
+        )
+    }
+
+    /// Returns true for the pool's own time limits (pending timeout, keep-alive).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::ConnectTimeout | ErrorKind::PendingTimeout | ErrorKind::KeepAliveTimeout
+        )
+    }
+
+    /// The HTTP/2 error code, if the failure was a reset or GOAWAY.
+    pub fn reason(&self) -> Option<h2::Reason> {
+        self.h2().and_then(h2::Error::reason)
+    }
+
+    /// The underlying h2 error, if any.
+    pub fn h2(&self) -> Option<&h2::Error> {
+        self.source.as_deref()?.downcast_ref::<h2::Error>()
+    }
+
+    /// Takes back the request that never left the client, if this error
+    /// carries it and `T` is its type.
+    ///
+    /// Services of this crate return the request they were given when it was
+    /// never sent, so it can be sent again as it is, one-shot body included.
+    pub fn take_request<T: 'static>(&mut self) -> Option<T> {
+        let slot = self.returned.take()?;
+        let boxed = match slot.into_inner() {
+            Ok(boxed) => boxed,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match boxed.downcast::<T>() {
+            Ok(request) => Some(*request),
+            Err(other) => {
+                self.returned = Some(Mutex::new(other));
+                None
+            }
+        }
+    }
+
+    /// Returns true if the error carries the request that never left the client.
+    pub fn has_request(&self) -> bool {
+        self.returned.is_some()
+    }
+
+    pub(crate) fn with_delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    fn describe(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::InvalidUri => "the request URI cannot be used: it needs a scheme and an authority, such as http://host:port/path",
+            ErrorKind::UnsupportedScheme => "the request URI's scheme is not served by this pool's connector",
+            ErrorKind::InvalidRequest => "the request cannot be sent over HTTP/2",
+            ErrorKind::Connect => "could not connect to the server",
+            ErrorKind::ConnectTimeout => "connecting to the server timed out",
+            ErrorKind::Handshake => "the HTTP/2 handshake with the server failed (is it speaking HTTP/2?)",
+            ErrorKind::ConnectionClosed => "the HTTP/2 connection closed",
+            ErrorKind::GoAway => "the server is going away (GOAWAY) and did not process the request",
+            ErrorKind::Refused => "the server refused the stream (REFUSED_STREAM) without processing it",
+            ErrorKind::StreamReset => "the stream was reset",
+            ErrorKind::Protocol => "HTTP/2 protocol error",
+            ErrorKind::KeepAliveTimeout => "the server did not answer a keep-alive PING in time",
+            ErrorKind::PendingLimit => "too many requests are already waiting for a connection to this origin; raise max_pending_requests or slow down",
+            ErrorKind::PendingTimeout => "no stream slot became free within the pending timeout; the server's stream limit and max_connections_per_origin are saturated",
+            ErrorKind::RequestBody => "the request body failed while it was being sent",
+            ErrorKind::ResponseBody => "the response body failed",
+            ErrorKind::NotReady => "call() was made without a successful poll_ready() first; drive the service with ServiceExt::ready()",
+            ErrorKind::BodyTooLargeToReplay => "the request needed a replay, but more of its body was sent than the replay buffer keeps; raise the replay buffer size or make the body replayable",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())?;
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        match self.delivery {
+            Delivery::NeverSent => f.write_str(" (request not sent)"),
+            Delivery::Refused => f.write_str(" (request not processed)"),
+            Delivery::MaybeProcessed => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("delivery", &self.delivery);
+        if let Some(detail) = &self.detail {
+            d.field("detail", detail);
+        }
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        if self.returned.is_some() {
+            d.field("returned_request", &true);
+        }
+        d.finish()
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn returned_request_round_trips_only_with_its_own_type() {
+        let mut err = Error::new(ErrorKind::ConnectionClosed, Delivery::NeverSent)
+            .with_request(http::Request::new("body"));
+        assert!(err.take_request::<http::Request<()>>().is_none());
+        assert!(err.has_request());
+        let req = err.take_request::<http::Request<&str>>();
+        assert_eq!(req.map(|r| *r.body()), Some("body"));
+        assert!(!err.has_request());
+    }
+
+    #[test]
+    fn display_says_what_happened_and_how_far_it_got() {
+        let err = Error::new(ErrorKind::Refused, Delivery::Refused);
+        let text = err.to_string();
+        assert!(text.contains("REFUSED_STREAM"), "{text}");
+        assert!(text.ends_with("(request not processed)"), "{text}");
+    }
+
+    #[test]
+    fn kinds_are_listed_in_index_order() {
+        for (i, kind) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i);
+        }
+    }
+}

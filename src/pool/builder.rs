@@ -1,0 +1,134 @@
+use std::time::Duration;
+
+use http::Uri;
+use tower_service::Service;
+
+use super::config::Config;
+use super::service::Pool;
+use crate::connection::Http2Settings;
+use crate::connector::{self, Io, TcpConnector};
+use crate::error::BoxError;
+
+/// Configures a [`Pool`]. Every setting has a documented default.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let pool = h2pool::Pool::builder()
+///     .max_connections_per_origin(8)
+///     .connect_timeout(Duration::from_secs(2))
+///     .pending_timeout(Some(Duration::from_secs(5)))
+///     .initial_stream_window_size(4 * 1024 * 1024)
+///     .build();
+/// # drop(pool);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    config: Config,
+    connector: Option<connector::BoxedConnector>,
+}
+
+impl Builder {
+    pub(crate) fn new() -> Self {
+        Builder {
+            config: Config::default(),
+            connector: None,
+        }
+    }
+
+    /// Opens transport connections with `connector`: any
+    /// `Service<Uri>` that yields a tokio I/O stream (the shape of
+    /// [`tower::MakeConnection`]). Default: [`TcpConnector`].
+    pub fn connector<C>(mut self, connector: C) -> Self
+    where
+        C: Service<Uri> + Clone + Send + Sync + 'static,
+        C::Response: Io,
+        C::Error: Into<BoxError>,
+        C::Future: Send + 'static,
+    {
+        self.connector = Some(connector::boxed(connector));
+        self
+    }
+
+    /// Replaces all HTTP/2 settings at once.
+    pub fn http2(mut self, settings: Http2Settings) -> Self {
+        self.config.http2 = settings;
+        self
+    }
+
+    /// See [`Http2Settings::initial_stream_window_size`]. Default 2 MiB.
+    pub fn initial_stream_window_size(mut self, size: u32) -> Self {
+        self.config.http2 = self.config.http2.initial_stream_window_size(size);
+        self
+    }
+
+    /// See [`Http2Settings::initial_connection_window_size`]. Default 5 MiB.
+    pub fn initial_connection_window_size(mut self, size: u32) -> Self {
+        self.config.http2 = self.config.http2.initial_connection_window_size(size);
+        self
+    }
+
+    /// See [`Http2Settings::max_frame_size`]. Default 16 KiB.
+    pub fn max_frame_size(mut self, size: u32) -> Self {
+        self.config.http2 = self.config.http2.max_frame_size(size);
+        self
+    }
+
+    /// See [`Http2Settings::max_header_list_size`]. Default 16 KiB.
+    pub fn max_header_list_size(mut self, size: u32) -> Self {
+        self.config.http2 = self.config.http2.max_header_list_size(size);
+        self
+    }
+
+    /// Caps concurrent streams per connection below the server's limit.
+    /// See [`Http2Settings::max_concurrent_streams`]. Default: the server's.
+    pub fn max_concurrent_streams(mut self, max: Option<usize>) -> Self {
+        self.config.http2 = self.config.http2.max_concurrent_streams(max);
+        self
+    }
+
+    /// How long opening a transport connection may take. Default 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// How many connections one origin may have open at once (zero is taken
+    /// as one). More than one opens only while every open connection is at
+    /// its stream limit. Default 32.
+    pub fn max_connections_per_origin(mut self, max: usize) -> Self {
+        self.config.max_connections_per_origin = max.max(1);
+        self
+    }
+
+    /// How many requests may wait for a stream slot per origin before more
+    /// fail at once with [`ErrorKind::PendingLimit`](crate::ErrorKind::PendingLimit).
+    /// Default 1024.
+    pub fn max_pending_requests(mut self, max: usize) -> Self {
+        self.config.max_pending_requests = max;
+        self
+    }
+
+    /// How long a request may wait for a stream slot before it fails with
+    /// [`ErrorKind::PendingTimeout`](crate::ErrorKind::PendingTimeout);
+    /// `None` waits as long as it takes. Default 30 s.
+    pub fn pending_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.pending_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may have no stream before it is closed;
+    /// `None` keeps it. Default 90 s.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Builds the pool.
+    pub fn build(self) -> Pool {
+        let connector = self
+            .connector
+            .unwrap_or_else(|| connector::boxed(TcpConnector::new()));
+        Pool::from_parts(self.config, connector)
+    }
+}

@@ -1,0 +1,38 @@
+use std::time::Duration;
+
+use crate::connection::Http2Settings;
+
+/// 10 s to open a transport connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Up to 32 connections per origin; more open only while all are at their stream limit.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ORIGIN: usize = 32;
+/// Up to 1024 requests per origin may wait for a stream slot at once.
+pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 1024;
+/// A request waits at most 30 s for a stream slot.
+pub const DEFAULT_PENDING_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection with no stream for 90 s is closed, as hyper-util's pool does.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Everything a [`Pool`](super::Pool) is configured with.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) http2: Http2Settings,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_connections_per_origin: usize,
+    pub(crate) max_pending_requests: usize,
+    pub(crate) pending_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http2: Http2Settings::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_connections_per_origin: DEFAULT_MAX_CONNECTIONS_PER_ORIGIN,
+            max_pending_requests: DEFAULT_MAX_PENDING_REQUESTS,
+            pending_timeout: Some(DEFAULT_PENDING_TIMEOUT),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The pool: several HTTP/2 connections per origin, many origins.
+//!
+//! [`Pool`] is keyed by origin (scheme and authority) like hyper-util's
+//! `Client`, and always ready: a request waits for a stream slot inside its
+//! response future. [`OriginService`] serves one origin with an honest
+//! `poll_ready`, for tower middleware that needs real backpressure and for
+//! tonic clients, whose requests carry only a path.
+//!
+//! A new connection opens only when every open one is at the server's
+//! SETTINGS_MAX_CONCURRENT_STREAMS; one connect runs at a time per origin
+//! unless the waiting requests need more; each request goes to the
+//! least-loaded connection with a free slot.
+
+mod builder;
+mod config;
+mod future;
+mod origin;
+mod service;
+mod stats;
+
+pub use self::builder::Builder;
+pub use self::config::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_ORIGIN,
+    DEFAULT_MAX_PENDING_REQUESTS, DEFAULT_PENDING_TIMEOUT,
+};
+pub use self::future::ResponseFuture;
+pub use self::service::{OriginService, Pool};
+pub use self::stats::{OriginStats, PoolStats};

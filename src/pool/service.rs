@@ -1,0 +1,277 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Buf;
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
+use http_body::Body as HttpBody;
+use tower_service::Service;
+
+use super::builder::Builder;
+use super::config::Config;
+use super::future::ResponseFuture;
+use super::origin::{OriginKey, OriginPool, Waiter};
+use super::stats::PoolStats;
+use crate::body::Body;
+use crate::connection::{lock, Connection};
+use crate::connector::BoxedConnector;
+use crate::error::{BoxError, Delivery, Error, ErrorKind};
+
+/// A pool of HTTP/2 connections, keyed by origin, as a tower [`Service`].
+///
+/// Requests carry absolute URIs (`http://host:port/path`); each goes to the
+/// least-loaded connection to its origin that has a free stream slot. A new
+/// connection opens only when every open one is at the server's
+/// SETTINGS_MAX_CONCURRENT_STREAMS, up to
+/// [`max_connections_per_origin`](Builder::max_connections_per_origin).
+///
+/// The pool is always ready: a request that finds no free slot waits inside
+/// its response future, bounded by
+/// [`max_pending_requests`](Builder::max_pending_requests) and
+/// [`pending_timeout`](Builder::pending_timeout). Clones share the pool.
+///
+/// ```
+/// use h2pool::Pool;
+/// use tower::ServiceExt;
+///
+/// # async fn doc() -> Result<(), h2pool::Error> {
+/// let pool = Pool::new();
+/// let request = http::Request::get("http://127.0.0.1:8080/health")
+///     .body(h2pool::Body::empty())
+///     .expect("a valid request");
+/// let response = pool.clone().oneshot(request).await?;
+/// println!("{}", response.status());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: Arc<Config>,
+    connector: BoxedConnector,
+    origins: Mutex<HashMap<OriginKey, Arc<OriginPool>>>,
+}
+
+impl Pool {
+    /// A pool with the default settings and the [`TcpConnector`](crate::connector::TcpConnector).
+    pub fn new() -> Pool {
+        Builder::new().build()
+    }
+
+    /// Starts configuring a pool.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn from_parts(config: Config, connector: BoxedConnector) -> Pool {
+        Pool {
+            shared: Arc::new(Shared {
+                config: Arc::new(config),
+                connector,
+                origins: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// A service for one origin, sharing this pool's connections.
+    ///
+    /// Its `poll_ready` is honest: `Pending` while every connection is at its
+    /// stream limit and no more may be opened. Requests may carry only a path
+    /// (as tonic's generated clients send them); the origin's scheme and
+    /// authority are filled in.
+    ///
+    /// ```
+    /// # fn doc() -> Result<(), h2pool::Error> {
+    /// let pool = h2pool::Pool::new();
+    /// let origin = pool.origin("http://127.0.0.1:50051".parse().unwrap())?;
+    /// assert_eq!(origin.uri().authority().unwrap().as_str(), "127.0.0.1:50051");
+    /// # Ok(()) }
+    /// ```
+    pub fn origin(&self, uri: Uri) -> Result<OriginService, Error> {
+        let origin = self.origin_pool(&uri)?;
+        Ok(OriginService {
+            origin,
+            ready: None,
+            failed: None,
+            waiter: Waiter::default(),
+        })
+    }
+
+    /// A snapshot of connections, streams, requests and errors per origin.
+    pub fn stats(&self) -> PoolStats {
+        let origins = lock(&self.shared.origins);
+        PoolStats {
+            origins: origins.values().map(|origin| origin.stats()).collect(),
+        }
+    }
+
+    fn origin_pool(&self, uri: &Uri) -> Result<Arc<OriginPool>, Error> {
+        let key = OriginKey::from_uri(uri)?;
+        let mut origins = lock(&self.shared.origins);
+        if let Some(origin) = origins.get(&key) {
+            return Ok(origin.clone());
+        }
+        let origin = OriginPool::new(
+            key.clone(),
+            self.shared.config.clone(),
+            self.shared.connector.clone(),
+        )?;
+        origins.insert(key, origin.clone());
+        Ok(origin)
+    }
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool::new()
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Service<Request<B>> for Pool
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Buf + Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = ResponseFuture<B>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        match self.origin_pool(request.uri()) {
+            Ok(origin) => {
+                ResponseFuture::acquiring(origin, request, self.shared.config.pending_timeout)
+            }
+            Err(error) => ResponseFuture::failed(error.with_request(request)),
+        }
+    }
+}
+
+/// The pool's connections to one origin, as a [`Service`] with honest
+/// backpressure. Made by [`Pool::origin`].
+///
+/// `poll_ready` reserves a stream slot (opening a connection if the origin
+/// may have another) and is `Pending` while none can be had, so tower's
+/// `Buffer`, `ConcurrencyLimit` and `Balance` see the real capacity. A failed
+/// connect does not fail `poll_ready`: the next `call` returns the error.
+pub struct OriginService {
+    origin: Arc<OriginPool>,
+    ready: Option<Connection>,
+    failed: Option<Error>,
+    waiter: Waiter,
+}
+
+impl OriginService {
+    /// `scheme://authority/` of the origin this service sends to.
+    pub fn uri(&self) -> Uri {
+        let key = self.origin.key();
+        Uri::builder()
+            .scheme(key.scheme().clone())
+            .authority(key.authority().clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default()
+    }
+
+    /// Points a path-only request URI at this origin.
+    fn complete_uri<B>(&self, request: &mut Request<B>) -> Result<(), Error> {
+        let uri = request.uri();
+        if uri.scheme().is_some() && uri.authority().is_some() {
+            return Ok(());
+        }
+        let key = self.origin.key();
+        let path = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let complete = Uri::builder()
+            .scheme(key.scheme().clone())
+            .authority(key.authority().clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|error| Error::new(ErrorKind::InvalidUri, Delivery::NeverSent).with_source(error))?;
+        *request.uri_mut() = complete;
+        Ok(())
+    }
+}
+
+impl Clone for OriginService {
+    fn clone(&self) -> Self {
+        OriginService {
+            origin: self.origin.clone(),
+            ready: None,
+            failed: None,
+            waiter: Waiter::default(),
+        }
+    }
+}
+
+impl fmt::Debug for OriginService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OriginService")
+            .field("origin", &self.origin.key().to_string())
+            .field("ready", &self.ready.is_some())
+            .finish()
+    }
+}
+
+impl<B> Service<Request<B>> for OriginService
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Buf + Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = ResponseFuture<B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.ready.is_some() || self.failed.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match self.origin.poll_acquire(cx, &mut self.waiter, false) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(outcome) => {
+                self.waiter = Waiter::default();
+                match outcome {
+                    Ok(connection) => self.ready = Some(connection),
+                    Err(error) => self.failed = Some(error),
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if let Some(error) = self.failed.take() {
+            self.origin.record_error(error.kind());
+            return ResponseFuture::failed(error.with_request(request));
+        }
+        let Some(mut connection) = self.ready.take() else {
+            return ResponseFuture::failed(
+                Error::new(ErrorKind::NotReady, Delivery::NeverSent).with_request(request),
+            );
+        };
+        if let Err(error) = self.complete_uri(&mut request) {
+            return ResponseFuture::failed(error.with_request(request));
+        }
+        let response = Service::call(&mut connection, request);
+        ResponseFuture::sending(self.origin.clone(), response)
+    }
+}
