@@ -1,0 +1,37 @@
+//! Test support: the fault-injecting HTTP/2 server and small helpers.
+#![allow(dead_code, unused_imports)]
+
+pub mod server;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+pub use server::{Faults, ServerConfig, TestServer};
+
+
+/// Reads a response body to its end.
+pub async fn body_bytes(response: http::Response<h2pool::Body>) -> Result<Bytes, h2pool::Error> {
+    Ok(response.into_body().collect().await?.to_bytes())
+}
+
+/// Polls `condition` until it holds or `within` passes.
+pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    condition()
+}
+
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}

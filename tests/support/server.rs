@@ -1,0 +1,489 @@
+//! An in-process HTTP/2 test server on h2's server side, with knobs for the
+//! faults a pool must survive. Shared by the integration tests and the
+//! `load` example (through `#[path]`), so it depends only on crates both have.
+//!
+//! Routes (the path picks the behaviour; `x-request-id` feeds the ledger):
+//! - `/` and anything unknown: 200 with body `ok`
+//! - `/delay/{ms}`: waits, then 200 `ok`
+//! - `/echo`: answers at once and streams the request body back, then
+//!   trailers `x-echo-bytes`
+//! - `/bidi`: waits for the first request DATA before it sends headers,
+//!   then echoes (the gRPC bidi pattern that deadlocks half-duplex clients)
+//! - `/download/{bytes}`: sends that many bytes, honouring flow control
+//! - `/upload`: reads the whole body and answers with its length
+//! - `/refuse`: RST_STREAM(REFUSED_STREAM) before any processing
+//! - `/refuse-after-body`: reads the whole body, then REFUSED_STREAM
+//! - `/reset`: RST_STREAM(INTERNAL_ERROR) after processing
+//! - `/close`: drops the TCP connection abruptly after processing
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream};
+use http::{HeaderMap, Request, Response, StatusCode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, Notify};
+
+/// How the server behaves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS; `None` leaves h2's default (no limit).
+    pub max_concurrent_streams: Option<u32>,
+    /// Waits this long in every handler before answering.
+    pub handler_delay: Duration,
+    /// SETTINGS_INITIAL_WINDOW_SIZE for request bodies.
+    pub initial_window_size: u32,
+    /// The connection-level receive window.
+    pub connection_window_size: u32,
+    /// Random faults, each a probability per request in 0.0..=1.0.
+    pub faults: Faults,
+}
+
+/// Per-request fault probabilities.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// GOAWAY (graceful) on the connection of the request.
+    pub goaway: f64,
+    /// REFUSED_STREAM instead of processing.
+    pub refuse: f64,
+    /// Drop the TCP connection after processing, without answering.
+    pub close: f64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_concurrent_streams: None,
+            handler_delay: Duration::ZERO,
+            initial_window_size: 1024 * 1024,
+            connection_window_size: 4 * 1024 * 1024,
+            faults: Faults::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Command {
+    GoAway,
+    GoAwayWithError(Reason),
+    Close,
+}
+
+/// Counters and the ledger, shared by the server's tasks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub connections_accepted: AtomicU64,
+    pub connections_active: AtomicUsize,
+    pub requests: AtomicU64,
+    pub streams_active: AtomicUsize,
+    pub max_streams_active: AtomicUsize,
+    pub refused: AtomicU64,
+    pub goaways: AtomicU64,
+    pub closes: AtomicU64,
+    /// How often each `x-request-id` reached a handler that processed it.
+    pub ledger: Mutex<HashMap<String, u64>>,
+    /// Requests served per connection id.
+    pub per_connection: Mutex<HashMap<u64, u64>>,
+}
+
+struct Shared {
+    config: ServerConfig,
+    counters: Arc<Counters>,
+    stalled: AtomicBool,
+    unstalled: Notify,
+    commands: broadcast::Sender<Command>,
+    next_connection: AtomicU64,
+    rng: Mutex<u64>,
+}
+
+/// A running test server; it stops when dropped.
+pub struct TestServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept_task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts a server on a free loopback port.
+    pub async fn start(config: ServerConfig) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port for the test server");
+        Self::start_on(listener, config)
+    }
+
+    /// Starts a server on a listener the caller bound (to reuse a port).
+    pub fn start_on(listener: TcpListener, config: ServerConfig) -> TestServer {
+        let addr = listener.local_addr().expect("listener has an address");
+        let (commands, _) = broadcast::channel(64);
+        let shared = Arc::new(Shared {
+            config,
+            counters: Arc::new(Counters::default()),
+            stalled: AtomicBool::new(false),
+            unstalled: Notify::new(),
+            commands,
+            next_connection: AtomicU64::new(1),
+            rng: Mutex::new(0x2545_F491_4F6C_DD1D),
+        });
+        let accept_shared = shared.clone();
+        let accept_task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(serve_connection(tcp, accept_shared.clone()));
+            }
+        });
+        TestServer {
+            addr,
+            shared,
+            accept_task,
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:port`, followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The server's counters and ledger.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.shared.counters
+    }
+
+    /// Sends a graceful GOAWAY on every open connection (h2's two-step:
+    /// last_stream_id 2^31-1 first, then the real one after a PING).
+    pub fn goaway_all(&self) {
+        let _ = self.shared.commands.send(Command::GoAway);
+    }
+
+    /// Sends GOAWAY with an error code on every open connection and closes them.
+    pub fn goaway_with_error_all(&self, reason: Reason) {
+        let _ = self.shared.commands.send(Command::GoAwayWithError(reason));
+    }
+
+    /// Drops every open TCP connection at once, without GOAWAY.
+    pub fn close_all(&self) {
+        let _ = self.shared.commands.send(Command::Close);
+    }
+
+    /// Stops reading from every connection (no frames, no PING answers) until
+    /// [`resume`](Self::resume).
+    pub fn stall(&self) {
+        self.shared.stalled.store(true, Ordering::SeqCst);
+    }
+
+    /// Undoes [`stall`](Self::stall).
+    pub fn resume(&self) {
+        self.shared.stalled.store(false, Ordering::SeqCst);
+        self.shared.unstalled.notify_waiters();
+    }
+
+    /// Times each request id reached a handler, for ids seen more than once.
+    pub fn duplicates(&self) -> Vec<(String, u64)> {
+        let ledger = self.shared.counters.ledger.lock().expect("ledger lock");
+        ledger
+            .iter()
+            .filter(|(_, count)| **count > 1)
+            .map(|(id, count)| (id.clone(), *count))
+            .collect()
+    }
+
+    /// Times `id` reached a handler.
+    pub fn times_processed(&self, id: &str) -> u64 {
+        let ledger = self.shared.counters.ledger.lock().expect("ledger lock");
+        ledger.get(id).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+        let _ = self.shared.commands.send(Command::Close);
+    }
+}
+
+async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>) {
+    let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+    let counters = shared.counters.clone();
+    counters.connections_accepted.fetch_add(1, Ordering::SeqCst);
+    counters.connections_active.fetch_add(1, Ordering::SeqCst);
+    let _active = Decrement(&counters.connections_active);
+
+    let mut commands = shared.commands.subscribe();
+    let (local_tx, mut local_rx) = mpsc::unbounded_channel::<Command>();
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(shared.config.initial_window_size)
+        .initial_connection_window_size(shared.config.connection_window_size);
+    if let Some(max) = shared.config.max_concurrent_streams {
+        builder.max_concurrent_streams(max);
+    }
+    let Ok(Ok(mut connection)) =
+        tokio::time::timeout(Duration::from_secs(10), builder.handshake::<_, Bytes>(tcp)).await
+    else {
+        return;
+    };
+    loop {
+        while shared.stalled.load(Ordering::SeqCst) {
+            let unstalled = shared.unstalled.notified();
+            tokio::pin!(unstalled);
+            unstalled.as_mut().enable();
+            if !shared.stalled.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::select! {
+                _ = unstalled => {}
+                command = commands.recv() => if matches!(command, Ok(Command::Close) | Err(broadcast::error::RecvError::Closed)) { return },
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        let command = tokio::select! {
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    tokio::spawn(handle(request, respond, shared.clone(), id, local_tx.clone()));
+                    continue;
+                }
+                Some(Err(_)) | None => return,
+            },
+            command = commands.recv() => match command {
+                Ok(command) => command,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            Some(command) = local_rx.recv() => command,
+            // Wake up now and then to notice a stall.
+            _ = tokio::time::sleep(Duration::from_millis(50)), if !shared.stalled.load(Ordering::SeqCst) => continue,
+        };
+        match command {
+            Command::GoAway => {
+                counters.goaways.fetch_add(1, Ordering::SeqCst);
+                connection.graceful_shutdown();
+            }
+            Command::GoAwayWithError(reason) => {
+                counters.goaways.fetch_add(1, Ordering::SeqCst);
+                connection.abrupt_shutdown(reason);
+            }
+            Command::Close => {
+                counters.closes.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
+
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn roll(shared: &Shared, probability: f64) -> bool {
+    if probability <= 0.0 {
+        return false;
+    }
+    let mut state = shared.rng.lock().expect("rng lock");
+    // xorshift64*: deterministic, good enough to spread faults.
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    let value = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+    (value as f64 / (1u64 << 53) as f64) < probability
+}
+
+async fn handle(
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    shared: Arc<Shared>,
+    connection_id: u64,
+    control: mpsc::UnboundedSender<Command>,
+) {
+    let counters = shared.counters.clone();
+    counters.requests.fetch_add(1, Ordering::SeqCst);
+    let active = counters.streams_active.fetch_add(1, Ordering::SeqCst) + 1;
+    counters.max_streams_active.fetch_max(active, Ordering::SeqCst);
+    let _active = Decrement(&counters.streams_active);
+
+    let path = request.uri().path().to_owned();
+    let faults = shared.config.faults;
+    if path == "/refuse" || roll(&shared, faults.refuse) {
+        counters.refused.fetch_add(1, Ordering::SeqCst);
+        respond.send_reset(Reason::REFUSED_STREAM);
+        return;
+    }
+    if path == "/refuse-after-body" {
+        let _ = read_all(request.into_body()).await;
+        counters.refused.fetch_add(1, Ordering::SeqCst);
+        respond.send_reset(Reason::REFUSED_STREAM);
+        return;
+    }
+
+    // From here on the request counts as processed.
+    if let Some(id) = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+        let mut ledger = counters.ledger.lock().expect("ledger lock");
+        *ledger.entry(id.to_owned()).or_insert(0) += 1;
+    }
+    *counters
+        .per_connection
+        .lock()
+        .expect("per-connection lock")
+        .entry(connection_id)
+        .or_insert(0) += 1;
+
+    if roll(&shared, faults.goaway) {
+        let _ = control.send(Command::GoAway);
+    }
+    if !shared.config.handler_delay.is_zero() {
+        tokio::time::sleep(shared.config.handler_delay).await;
+    }
+    if path == "/close" || roll(&shared, faults.close) {
+        let _ = control.send(Command::Close);
+        // Hold the stream open so the close, not an answer, ends it.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        return;
+    }
+
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let body = request.into_body();
+    match segments.as_slice() {
+        ["delay", ms] => {
+            let ms: u64 = ms.parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let _ = drain(body).await;
+            send_text(&mut respond, connection_id, "ok");
+        }
+        ["echo"] => echo(body, respond, connection_id, false).await,
+        ["bidi"] => echo(body, respond, connection_id, true).await,
+        ["download", bytes] => {
+            let total: u64 = bytes.parse().unwrap_or(0);
+            let _ = drain(body).await;
+            download(respond, connection_id, total).await;
+        }
+        ["upload"] => {
+            let received = read_all(body).await.unwrap_or(0);
+            send_text(&mut respond, connection_id, &received.to_string());
+        }
+        ["reset"] => {
+            let _ = drain(body).await;
+            respond.send_reset(Reason::INTERNAL_ERROR);
+        }
+        _ => {
+            let _ = drain(body).await;
+            send_text(&mut respond, connection_id, "ok");
+        }
+    }
+}
+
+fn response_head(connection_id: u64) -> Response<()> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("x-connection-id", connection_id.to_string())
+        .body(())
+        .expect("static response head")
+}
+
+fn send_text(respond: &mut SendResponse<Bytes>, connection_id: u64, text: &str) {
+    if let Ok(mut stream) = respond.send_response(response_head(connection_id), false) {
+        let _ = stream.send_data(Bytes::copy_from_slice(text.as_bytes()), true);
+    }
+}
+
+/// Reads a request body to its end, giving window back; returns its length.
+async fn read_all(mut body: RecvStream) -> Result<u64, h2::Error> {
+    let mut total = 0u64;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        total += chunk.len() as u64;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    Ok(total)
+}
+
+async fn drain(body: RecvStream) -> Result<u64, h2::Error> {
+    if body.is_end_stream() {
+        return Ok(0);
+    }
+    read_all(body).await
+}
+
+async fn echo(mut body: RecvStream, mut respond: SendResponse<Bytes>, connection_id: u64, wait_for_data: bool) {
+    let mut first = None;
+    if wait_for_data {
+        match body.data().await {
+            Some(Ok(chunk)) => first = Some(chunk),
+            _ => return,
+        }
+    }
+    let Ok(mut send) = respond.send_response(response_head(connection_id), false) else {
+        return;
+    };
+    let mut total = 0u64;
+    loop {
+        let chunk = match first.take() {
+            Some(chunk) => chunk,
+            None => match body.data().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(_)) => return,
+                None => break,
+            },
+        };
+        let length = chunk.len();
+        total += length as u64;
+        if !send_flow_controlled(&mut send, chunk).await {
+            return;
+        }
+        // Only now that the echo went out: the client's window follows our pace.
+        let _ = body.flow_control().release_capacity(length);
+    }
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-echo-bytes", total.into());
+    let _ = send.send_trailers(trailers);
+}
+
+async fn download(mut respond: SendResponse<Bytes>, connection_id: u64, total: u64) {
+    let Ok(mut send) = respond.send_response(response_head(connection_id), total == 0) else {
+        return;
+    };
+    let block = Bytes::from(vec![b'x'; 64 * 1024]);
+    let mut left = total;
+    while left > 0 {
+        let take = left.min(block.len() as u64) as usize;
+        if !send_flow_controlled(&mut send, block.slice(..take)).await {
+            return;
+        }
+        left -= take as u64;
+    }
+    let _ = send.send_data(Bytes::new(), true);
+}
+
+async fn send_flow_controlled(send: &mut h2::SendStream<Bytes>, mut data: Bytes) -> bool {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(Ok(granted)) => granted,
+            _ => return false,
+        };
+        if granted == 0 {
+            continue;
+        }
+        let chunk = data.split_to(granted.min(data.len()));
+        if send.send_data(chunk, false).is_err() {
+            return false;
+        }
+    }
+    true
+}
