@@ -112,7 +112,10 @@ impl Service<Uri> for TcpConnector {
             }
             Err(last_error
                 .unwrap_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, format!("{host} resolved to no address"))
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("{host} resolved to no address"),
+                    )
                 })
                 .into())
         })

@@ -8,7 +8,9 @@ use tower::ServiceExt;
 async fn a_get_through_the_pool_returns_the_body() {
     let server = TestServer::start(ServerConfig::default()).await;
     let pool = Pool::new();
-    let request = http::Request::get(server.url("/")).body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    let request = http::Request::get(server.url("/"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
     let response = pool.clone().oneshot(request).await.expect("response");
     assert_eq!(response.status(), 200);
     assert_eq!(body_bytes(response).await.unwrap(), "ok");

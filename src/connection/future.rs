@@ -68,10 +68,9 @@ impl Future for ResponseFuture {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(h2_error)) => h2_error,
                 Poll::Ready(Ok(head)) => {
-                    let State::Waiting { guard, .. } = std::mem::replace(
-                        &mut self.state,
-                        State::Failed(None),
-                    ) else {
+                    let State::Waiting { guard, .. } =
+                        std::mem::replace(&mut self.state, State::Failed(None))
+                    else {
                         unreachable!("state was matched as Waiting above")
                     };
                     return Poll::Ready(Ok(head.map(|recv| Body::streaming(recv, guard))));
@@ -107,6 +106,8 @@ impl fmt::Debug for ResponseFuture {
             State::Failed(Some(_)) => "failed",
             State::Failed(None) => "done",
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }

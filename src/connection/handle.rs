@@ -245,7 +245,9 @@ impl ConnectionHandle {
 
     pub(crate) fn record_stream(&self, id: u32) {
         self.shared.streams_started.fetch_add(1, Ordering::Relaxed);
-        self.shared.highest_stream_id.fetch_max(id, Ordering::Relaxed);
+        self.shared
+            .highest_stream_id
+            .fetch_max(id, Ordering::Relaxed);
     }
 
     fn set_reason(&self, kind: ErrorKind, detail: String) {
@@ -277,9 +279,10 @@ impl Drop for StreamSlot {
         let shared = &self.handle.shared;
         if shared.load.fetch_sub(1, Ordering::AcqRel) == 1 {
             let idle_since = shared.created.elapsed().as_millis();
-            shared
-                .idle_since_ms
-                .store(u64::try_from(idle_since).unwrap_or(u64::MAX), Ordering::Relaxed);
+            shared.idle_since_ms.store(
+                u64::try_from(idle_since).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
         }
         shared.notify.notify_one();
     }
@@ -295,5 +298,7 @@ impl fmt::Debug for StreamSlot {
 
 /// Locks a mutex whose data stays valid even if a holder panicked.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -18,11 +18,10 @@ mod settings;
 pub(crate) mod stream;
 
 pub use self::future::ResponseFuture;
+pub(crate) use self::handle::{lock, DEFAULT_PEER_MAX_STREAMS};
 pub use self::handle::{CloseReason, ConnectionHandle, Phase};
-pub(crate) use self::handle::lock;
 pub use self::service::Connection;
 pub use self::settings::{
-    Http2Settings, DEFAULT_CONNECTION_WINDOW, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_SEND_BUFFER_SIZE,
-    DEFAULT_STREAM_WINDOW,
+    Http2Settings, DEFAULT_CONNECTION_WINDOW, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_SEND_BUFFER_SIZE, DEFAULT_STREAM_WINDOW,
 };

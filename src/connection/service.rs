@@ -96,8 +96,9 @@ impl Connection {
             match tokio::time::timeout(settings.handshake_timeout, handshake).await {
                 Ok(Ok(parts)) => parts,
                 Ok(Err(h2_error)) => {
-                    return Err(Error::new(ErrorKind::Handshake, Delivery::NeverSent)
-                        .with_source(h2_error))
+                    return Err(
+                        Error::new(ErrorKind::Handshake, Delivery::NeverSent).with_source(h2_error)
+                    )
                 }
                 Err(_) => return Err(handshake_timed_out()),
             };
@@ -168,7 +169,10 @@ impl Connection {
     /// connection: a GOAWAY means draining, anything else means gone.
     fn note_connection_error(&self, h2_error: &h2::Error) {
         if h2_error.is_go_away() && h2_error.is_remote() {
-            if self.handle.start_draining(ErrorKind::GoAway, h2_error.to_string()) {
+            if self
+                .handle
+                .start_draining(ErrorKind::GoAway, h2_error.to_string())
+            {
                 tracing::debug!(connection = self.handle.id(), reason = ?h2_error.reason(), "received GOAWAY, draining");
             }
         } else if self
@@ -293,7 +297,8 @@ where
                 ResponseFuture::waiting(response, StreamGuard::new(slot, body_task))
             }
             Err(h2_error) => {
-                let user_error = !h2_error.is_go_away() && !h2_error.is_io() && h2_error.reason().is_none();
+                let user_error =
+                    !h2_error.is_go_away() && !h2_error.is_io() && h2_error.reason().is_none();
                 if user_error {
                     return ResponseFuture::failed(
                         Error::new(ErrorKind::InvalidRequest, Delivery::NeverSent)

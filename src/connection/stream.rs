@@ -24,7 +24,10 @@ pub(crate) struct StreamGuard {
 }
 
 impl StreamGuard {
-    pub(crate) fn new(slot: StreamSlot, body_task: Option<JoinHandle<Result<(), BoxError>>>) -> Self {
+    pub(crate) fn new(
+        slot: StreamSlot,
+        body_task: Option<JoinHandle<Result<(), BoxError>>>,
+    ) -> Self {
         StreamGuard {
             _slot: slot,
             body_task,

@@ -110,7 +110,10 @@ where
                                         ErrorKind::PendingTimeout,
                                         Delivery::NeverSent,
                                     )
-                                    .with_detail(format!("waited {timeout:?} for {}", origin.key()))),
+                                    .with_detail(format!(
+                                        "waited {timeout:?} for {}",
+                                        origin.key()
+                                    ))),
                                 }
                             }
                         },
@@ -162,6 +165,8 @@ impl<B> fmt::Debug for ResponseFuture<B> {
             State::Failed(Some(_)) => "failed",
             State::Failed(None) => "done",
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }

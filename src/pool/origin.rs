@@ -17,7 +17,7 @@ use tower::ServiceExt;
 
 use super::config::Config;
 use super::stats::OriginStats;
-use crate::connection::{lock, Connection, ConnectionHandle, Phase};
+use crate::connection::{lock, Connection, ConnectionHandle, Phase, DEFAULT_PEER_MAX_STREAMS};
 use crate::connector::{BoxedConnector, UnsupportedScheme};
 use crate::error::{Delivery, Error, ErrorKind};
 
@@ -86,6 +86,8 @@ struct OriginState {
     waiting: usize,
     connect_failures: u64,
     last_connect_error: Option<Arc<Error>>,
+    /// The stream limit of the last connection made, for when none is open.
+    last_max_streams: Option<usize>,
 }
 
 #[derive(Default)]
@@ -116,7 +118,11 @@ impl Drop for Waiter {
 }
 
 impl OriginPool {
-    pub(crate) fn new(key: OriginKey, config: Arc<Config>, connector: BoxedConnector) -> Result<Arc<Self>, Error> {
+    pub(crate) fn new(
+        key: OriginKey,
+        config: Arc<Config>,
+        connector: BoxedConnector,
+    ) -> Result<Arc<Self>, Error> {
         let uri = key.to_uri()?;
         Ok(Arc::new_cyclic(|this| OriginPool {
             key,
@@ -239,12 +245,22 @@ impl OriginPool {
         if state.connecting == 0 {
             return true;
         }
+        // Until a server's SETTINGS are known, assume the protocol's 100
+        // (or our own cap), not 1: guessing low would open a storm of
+        // connections for the first burst of requests.
         let per_connection = state
             .connections
             .iter()
             .map(|connection| connection.handle().max_streams())
             .max()
-            .unwrap_or(1)
+            .or(state.last_max_streams)
+            .unwrap_or_else(|| {
+                self.config
+                    .http2
+                    .max_concurrent_streams
+                    .unwrap_or(DEFAULT_PEER_MAX_STREAMS)
+                    .min(DEFAULT_PEER_MAX_STREAMS)
+            })
             .max(1);
         state.waiting > state.connecting * per_connection
     }
@@ -276,19 +292,20 @@ impl OriginPool {
         state.connecting -= 1;
         match outcome {
             Ok(connection) => {
-                self.counters.connections_opened.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .connections_opened
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(origin = %self.key, connection = connection.handle().id(), "connected");
                 let handle = connection.handle().clone();
+                state.last_max_streams = Some(handle.max_streams());
                 state.connections.push(connection);
                 drop(state);
-                tokio::spawn(watch(
-                    self.this.clone(),
-                    handle,
-                    self.config.idle_timeout,
-                ));
+                tokio::spawn(watch(self.this.clone(), handle, self.config.idle_timeout));
             }
             Err(error) => {
-                self.counters.connect_failures.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .connect_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(origin = %self.key, %error, "connect failed");
                 state.connect_failures += 1;
                 state.last_connect_error = Some(Arc::new(error));
@@ -345,7 +362,9 @@ impl OriginPool {
 
 impl fmt::Debug for OriginPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OriginPool").field("origin", &self.key).finish()
+        f.debug_struct("OriginPool")
+            .field("origin", &self.key)
+            .finish()
     }
 }
 

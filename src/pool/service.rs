@@ -205,7 +205,9 @@ impl OriginService {
             .authority(key.authority().clone())
             .path_and_query(path)
             .build()
-            .map_err(|error| Error::new(ErrorKind::InvalidUri, Delivery::NeverSent).with_source(error))?;
+            .map_err(|error| {
+                Error::new(ErrorKind::InvalidUri, Delivery::NeverSent).with_source(error)
+            })?;
         *request.uri_mut() = complete;
         Ok(())
     }

@@ -10,7 +10,6 @@ use http_body_util::BodyExt;
 
 pub use server::{Faults, ServerConfig, TestServer};
 
-
 /// Reads a response body to its end.
 pub async fn body_bytes(response: http::Response<h2pool::Body>) -> Result<Bytes, h2pool::Error> {
     Ok(response.into_body().collect().await?.to_bytes())

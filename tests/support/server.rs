@@ -315,7 +315,9 @@ async fn handle(
     let counters = shared.counters.clone();
     counters.requests.fetch_add(1, Ordering::SeqCst);
     let active = counters.streams_active.fetch_add(1, Ordering::SeqCst) + 1;
-    counters.max_streams_active.fetch_max(active, Ordering::SeqCst);
+    counters
+        .max_streams_active
+        .fetch_max(active, Ordering::SeqCst);
     let _active = Decrement(&counters.streams_active);
 
     let path = request.uri().path().to_owned();
@@ -333,7 +335,11 @@ async fn handle(
     }
 
     // From here on the request counts as processed.
-    if let Some(id) = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+    if let Some(id) = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
         let mut ledger = counters.ledger.lock().expect("ledger lock");
         *ledger.entry(id.to_owned()).or_insert(0) += 1;
     }
@@ -420,7 +426,12 @@ async fn drain(body: RecvStream) -> Result<u64, h2::Error> {
     read_all(body).await
 }
 
-async fn echo(mut body: RecvStream, mut respond: SendResponse<Bytes>, connection_id: u64, wait_for_data: bool) {
+async fn echo(
+    mut body: RecvStream,
+    mut respond: SendResponse<Bytes>,
+    connection_id: u64,
+    wait_for_data: bool,
+) {
     let mut first = None;
     if wait_for_data {
         match body.data().await {

@@ -1,0 +1,293 @@
+//! Full duplex streaming, flow control, cancellation and body errors.
+
+mod support;
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use h2pool::{ErrorKind, Pool};
+use http_body::Frame;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use support::{body_bytes, ServerConfig, TestServer};
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+type ChannelBody =
+    StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>>;
+
+/// A request body the test feeds by hand, chunk by chunk.
+fn channel_body() -> (
+    mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
+    ChannelBody,
+) {
+    let (sender, receiver) = mpsc::channel(4);
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|frame| (frame, receiver))
+    });
+    (sender, StreamBody::new(stream.boxed()))
+}
+
+async fn next_data(body: &mut h2pool::Body) -> Bytes {
+    loop {
+        let frame = body.frame().await.expect("a frame").expect("no error");
+        if let Ok(data) = frame.into_data() {
+            return data;
+        }
+    }
+}
+
+#[tokio::test]
+async fn bidi_works_when_the_server_waits_for_client_data_before_its_headers() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::new();
+    let (sender, body) = channel_body();
+    let request = http::Request::post(server.url("/bidi")).body(body).unwrap();
+
+    let response = tokio::spawn(pool.oneshot(request));
+    // The server answers only after this first message: a client that waits
+    // for response headers before sending its body would hang here.
+    sender
+        .send(Ok(Frame::data(Bytes::from_static(b"ping"))))
+        .await
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("headers arrive once the first message is sent")
+        .expect("task")
+        .expect("response");
+    let mut body = response.into_body();
+    assert_eq!(next_data(&mut body).await, "ping");
+
+    // Ping-pong: each side waits for the other.
+    sender
+        .send(Ok(Frame::data(Bytes::from_static(b"pong"))))
+        .await
+        .unwrap();
+    assert_eq!(next_data(&mut body).await, "pong");
+    drop(sender);
+
+    let trailers = loop {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    break trailers;
+                }
+            }
+            other => panic!("expected trailers, got {other:?}"),
+        }
+    };
+    assert_eq!(trailers["x-echo-bytes"], "8");
+}
+
+fn rss_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gibibyte_up_and_one_down_through_one_stream_in_bounded_memory() {
+    const CHUNK: usize = 64 * 1024;
+    const TOTAL: u64 = 1 << 30;
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::new();
+    let rss_before = rss_kib("VmRSS:");
+
+    let chunk = Bytes::from(vec![7u8; CHUNK]);
+    let frames = futures_util::stream::iter(0..TOTAL / CHUNK as u64)
+        .map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone())));
+    let request = http::Request::post(server.url("/echo"))
+        .body(StreamBody::new(frames))
+        .unwrap();
+
+    let response = pool.oneshot(request).await.expect("response headers");
+    let mut body = response.into_body();
+    let mut received = 0u64;
+    let mut echoed = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.expect("echo frame");
+        match frame.into_data() {
+            Ok(data) => {
+                assert!(
+                    data.iter().all(|byte| *byte == 7),
+                    "echoed bytes are the ones sent"
+                );
+                received += data.len() as u64;
+            }
+            Err(frame) => echoed = frame.into_trailers().ok(),
+        }
+    }
+    let rss_peak = rss_kib("VmHWM:");
+    eprintln!("RSS before {rss_before} KiB, peak {rss_peak} KiB after 1 GiB each way");
+
+    assert_eq!(received, TOTAL);
+    assert_eq!(
+        echoed.expect("trailers")["x-echo-bytes"],
+        TOTAL.to_string().as_str()
+    );
+    // Flow control keeps both directions to a few windows; buffering even a
+    // quarter of the transfer would break this.
+    assert!(
+        rss_peak < rss_before + 256 * 1024,
+        "peak RSS {rss_peak} KiB"
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_response_future_resets_the_stream_and_frees_the_slot() {
+    let server = TestServer::start(ServerConfig {
+        max_concurrent_streams: Some(1),
+        ..ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::builder().max_connections_per_origin(1).build();
+    let slow = tokio::spawn(
+        pool.clone().oneshot(
+            http::Request::get(server.url("/delay/60000"))
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        ),
+    );
+    assert!(
+        support::eventually(Duration::from_secs(5), || server
+            .counters()
+            .streams_active
+            .load(Ordering::SeqCst)
+            == 1)
+        .await
+    );
+    slow.abort();
+    let _ = slow.await;
+
+    // The only slot of the only connection must be free again, and the
+    // server's too (it allows one stream), or this waits a minute.
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        pool.clone().oneshot(
+            http::Request::get(server.url("/"))
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("the slot was freed")
+    .expect("response");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    assert_eq!(
+        server
+            .counters()
+            .connections_accepted
+            .load(Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_response_body_resets_the_stream_and_frees_the_slot() {
+    let server = TestServer::start(ServerConfig {
+        max_concurrent_streams: Some(1),
+        ..ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::builder().max_connections_per_origin(1).build();
+    let response = pool
+        .clone()
+        .oneshot(
+            http::Request::get(server.url("/download/1073741824"))
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .expect("response");
+    let mut body = response.into_body();
+    next_data(&mut body).await;
+    assert_eq!(pool.stats().total().streams_in_flight, 1);
+    drop(body);
+    assert_eq!(pool.stats().total().streams_in_flight, 0);
+
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        pool.clone().oneshot(
+            http::Request::get(server.url("/"))
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("the slot was freed")
+    .expect("response");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn a_request_body_error_resets_the_stream_and_is_reported_as_such() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::new();
+    let (sender, body) = channel_body();
+    let request = http::Request::post(server.url("/upload"))
+        .body(body)
+        .unwrap();
+    let response = tokio::spawn(pool.clone().oneshot(request));
+    sender
+        .send(Ok(Frame::data(Bytes::from_static(b"partial"))))
+        .await
+        .unwrap();
+    sender
+        .send(Err(std::io::Error::other("disk on fire")))
+        .await
+        .unwrap();
+
+    let error = response
+        .await
+        .expect("task")
+        .expect_err("the upload failed");
+    assert_eq!(error.kind(), ErrorKind::RequestBody);
+    let source = std::error::Error::source(&error).expect("the body's error is the source");
+    assert_eq!(source.to_string(), "disk on fire");
+    // The connection survives a failed stream.
+    let response = pool
+        .oneshot(
+            http::Request::get(server.url("/"))
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .expect("next request");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn a_slow_reader_slows_the_server_instead_of_buffering() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::builder()
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(64 * 1024)
+        .build();
+    let response = pool
+        .oneshot(
+            http::Request::get(server.url("/download/104857600"))
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .expect("response");
+    let mut body = response.into_body();
+    next_data(&mut body).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing read for a while: at most one window may have arrived.
+    let mut buffered = 0usize;
+    while let Some(Ok(frame)) = futures_util::FutureExt::now_or_never(body.frame()).flatten() {
+        buffered += frame.into_data().map(|data| data.len()).unwrap_or(0);
+    }
+    assert!(
+        buffered <= 128 * 1024,
+        "{buffered} bytes buffered past the window"
+    );
+}

@@ -1,0 +1,221 @@
+//! How the pool spreads requests over connections.
+
+mod support;
+
+use std::future::poll_fn;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2pool::Pool;
+use http_body_util::Empty;
+use support::{body_bytes, ServerConfig, TestServer};
+use tower::{Service, ServiceExt};
+
+fn get(url: String) -> http::Request<Empty<Bytes>> {
+    http::Request::get(url)
+        .body(Empty::new())
+        .expect("valid request")
+}
+
+async fn run_concurrently(
+    pool: &Pool,
+    server: &TestServer,
+    path: &str,
+    count: usize,
+) -> Vec<String> {
+    let mut tasks = Vec::new();
+    for _ in 0..count {
+        let pool = pool.clone();
+        let request = get(server.url(path));
+        tasks.push(tokio::spawn(async move {
+            let response = pool.oneshot(request).await?;
+            let connection = response.headers()["x-connection-id"]
+                .to_str()
+                .unwrap_or("")
+                .to_owned();
+            body_bytes(response).await?;
+            Ok::<_, h2pool::Error>(connection)
+        }));
+    }
+    let mut connections = Vec::new();
+    for task in tasks {
+        connections.push(task.await.expect("task").expect("request succeeds"));
+    }
+    connections
+}
+
+#[tokio::test]
+async fn sixty_four_slow_requests_open_exactly_as_many_connections_as_the_stream_limit_needs() {
+    support::init_tracing();
+    let server = TestServer::start(ServerConfig {
+        max_concurrent_streams: Some(8),
+        handler_delay: Duration::from_millis(300),
+        ..ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::builder().max_connections_per_origin(16).build();
+
+    let served_by = run_concurrently(&pool, &server, "/", 64).await;
+
+    assert_eq!(served_by.len(), 64);
+    assert_eq!(
+        server
+            .counters()
+            .connections_accepted
+            .load(Ordering::SeqCst),
+        8
+    );
+    assert!(server.counters().max_streams_active.load(Ordering::SeqCst) <= 64);
+    let stats = pool.stats().total();
+    assert_eq!(stats.connections_opened, 8);
+    assert_eq!(stats.requests, 64);
+    assert_eq!(stats.errors_total(), 0);
+}
+
+#[tokio::test]
+async fn with_two_connections_allowed_the_rest_queue_and_all_succeed() {
+    let server = TestServer::start(ServerConfig {
+        max_concurrent_streams: Some(8),
+        handler_delay: Duration::from_millis(100),
+        ..ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::builder().max_connections_per_origin(2).build();
+
+    let served_by = run_concurrently(&pool, &server, "/", 64).await;
+
+    assert_eq!(served_by.len(), 64);
+    assert_eq!(
+        server
+            .counters()
+            .connections_accepted
+            .load(Ordering::SeqCst),
+        2
+    );
+    // Never more streams at once than two connections of eight allow.
+    assert!(server.counters().max_streams_active.load(Ordering::SeqCst) <= 16);
+}
+
+#[tokio::test]
+async fn each_request_goes_to_the_least_loaded_connection() {
+    let server = TestServer::start(ServerConfig {
+        max_concurrent_streams: Some(4),
+        ..ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::builder().max_connections_per_origin(2).build();
+    // Fill both connections, so both exist.
+    run_concurrently(&pool, &server, "/delay/200", 8).await;
+    assert_eq!(
+        server
+            .counters()
+            .connections_accepted
+            .load(Ordering::SeqCst),
+        2
+    );
+
+    // One slow request loads one connection; the next must go to the other.
+    let slow = tokio::spawn({
+        let pool = pool.clone();
+        let request = get(server.url("/delay/500"));
+        async move { pool.oneshot(request).await }
+    });
+    assert!(
+        support::eventually(Duration::from_secs(5), || pool
+            .stats()
+            .total()
+            .streams_in_flight
+            == 1)
+        .await
+    );
+    let quick = pool
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("quick request");
+    let quick_connection = quick.headers()["x-connection-id"].clone();
+    let slow = slow.await.expect("task").expect("slow request");
+    assert_ne!(slow.headers()["x-connection-id"], quick_connection);
+}
+
+#[tokio::test]
+async fn origin_service_is_pending_while_every_slot_is_taken_and_ready_when_one_frees() {
+    let server = TestServer::start(ServerConfig {
+        max_concurrent_streams: Some(2),
+        ..ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::builder().max_connections_per_origin(1).build();
+    let origin = pool
+        .origin(server.url("/").parse().unwrap())
+        .expect("origin");
+
+    let mut first = origin.clone();
+    let mut second = origin.clone();
+    let first_response = ServiceExt::<http::Request<Empty<Bytes>>>::ready(&mut first)
+        .await
+        .unwrap()
+        .call(get("/delay/300".into()));
+    let second_response = ServiceExt::<http::Request<Empty<Bytes>>>::ready(&mut second)
+        .await
+        .unwrap()
+        .call(get("/delay/300".into()));
+
+    let mut third = origin.clone();
+    let readiness = poll_fn(|cx| {
+        Poll::Ready(Service::<http::Request<Empty<Bytes>>>::poll_ready(
+            &mut third, cx,
+        ))
+    })
+    .await;
+    assert!(
+        readiness.is_pending(),
+        "no slot may be had while both are taken"
+    );
+
+    let first_response = first_response.await.expect("first");
+    body_bytes(first_response).await.expect("first body");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        ServiceExt::<http::Request<Empty<Bytes>>>::ready(&mut third),
+    )
+    .await
+    .expect("a slot frees when the first response ends")
+    .expect("ready");
+    // Path-only URIs are pointed at the origin, as tonic sends them.
+    let third_response = third.call(get("/".into())).await.expect("third");
+    assert_eq!(body_bytes(third_response).await.unwrap(), "ok");
+    second_response.await.expect("second");
+    assert_eq!(
+        server
+            .counters()
+            .connections_accepted
+            .load(Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
+async fn one_pool_serves_many_origins_and_reports_each() {
+    let first = TestServer::start(ServerConfig::default()).await;
+    let second = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::new();
+    for server in [&first, &second, &first] {
+        let response = pool
+            .clone()
+            .oneshot(get(server.url("/")))
+            .await
+            .expect("response");
+        body_bytes(response).await.expect("body");
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.origins.len(), 2);
+    let first_stats = stats
+        .origin(&format!("http://{}", first.addr()))
+        .expect("first origin");
+    assert_eq!(first_stats.requests, 2);
+    assert_eq!(first_stats.connections_open, 1);
+    assert_eq!(stats.total().requests, 3);
+}
