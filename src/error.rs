@@ -184,9 +184,8 @@ impl Error {
             (ErrorKind::Refused, Delivery::Refused)
         } else if err.is_reset() {
             (ErrorKind::StreamReset, Delivery::MaybeProcessed)
-        } else if err.is_io() {
-            (ErrorKind::ConnectionClosed, Delivery::MaybeProcessed)
-        } else if err.is_go_away() {
+        } else if err.is_io() || err.is_go_away() {
+            // The connection died under a stream the server may have begun.
             (ErrorKind::ConnectionClosed, Delivery::MaybeProcessed)
         } else {
             (ErrorKind::Protocol, Delivery::MaybeProcessed)

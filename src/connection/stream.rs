@@ -81,7 +81,7 @@ where
         let next = poll_fn(|cx| {
             // A server that resets or answers early must not leave us waiting
             // on a body that may never produce another frame.
-            if let Poll::Ready(_) = stream.poll_reset(cx) {
+            if stream.poll_reset(cx).is_ready() {
                 return Poll::Ready(None);
             }
             body.as_mut()
