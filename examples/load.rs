@@ -284,10 +284,10 @@ impl WorkerReport {
 /// Everything the final report shows.
 #[derive(Debug)]
 struct Summary {
-    requests: u64,
     ok: u64,
     failures: BTreeMap<Failure, FailureTally>,
     connections_opened: u64,
+    connect_failures: u64,
     /// The embedded server's own count, as a cross-check of the pool's.
     server_connections_accepted: Option<u64>,
     p50_ms: f64,
@@ -296,6 +296,11 @@ struct Summary {
 }
 
 impl Summary {
+    /// The requests that finished; all of them unless a worker crashed.
+    fn requests(&self) -> u64 {
+        self.ok + self.failed()
+    }
+
     fn failed(&self) -> u64 {
         self.failures.values().map(|tally| tally.count).sum()
     }
@@ -303,7 +308,7 @@ impl Summary {
     fn requests_per_sec(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
-            self.requests as f64 / secs
+            self.requests() as f64 / secs
         } else {
             0.0
         }
@@ -311,13 +316,19 @@ impl Summary {
 
     fn to_text(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "requests            {}", self.requests);
+        let _ = writeln!(out, "requests            {}", self.requests());
         let _ = writeln!(out, "ok                  {}", self.ok);
         let _ = writeln!(out, "failed              {}", self.failed());
+        let name_width = self
+            .failures
+            .keys()
+            .map(|failure| failure.name().len())
+            .max()
+            .unwrap_or(0);
         for (failure, tally) in &self.failures {
             let _ = writeln!(
                 out,
-                "  {:<18}{:<8}e.g. {}",
+                "  {:<name_width$}  {:<7} e.g. {}",
                 failure.name(),
                 tally.count,
                 tally.example
@@ -326,6 +337,9 @@ impl Summary {
         let _ = write!(out, "connections opened  {}", self.connections_opened);
         if let Some(accepted) = self.server_connections_accepted {
             let _ = write!(out, " (server accepted {accepted})");
+        }
+        if self.connect_failures > 0 {
+            let _ = write!(out, ", {} connects failed", self.connect_failures);
         }
         out.push('\n');
         let _ = writeln!(out, "latency p50         {:.2} ms", self.p50_ms);
@@ -344,23 +358,17 @@ impl Summary {
     }
 
     fn to_json(&self) -> String {
-        // Failures of different kinds can share a name only if a status and
-        // a pool kind collide, which they cannot; still, sum rather than
-        // emit a duplicate key.
-        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-        for (failure, tally) in &self.failures {
-            *errors.entry(failure.name()).or_default() += tally.count;
-        }
-        let errors = errors
+        let errors = self
+            .failures
             .iter()
-            .map(|(name, count)| format!("{}:{count}", json_string(name)))
+            .map(|(failure, tally)| format!("{}:{}", json_string(&failure.name()), tally.count))
             .collect::<Vec<_>>()
             .join(",");
         format!(
             "{{\"requests\":{},\"ok\":{},\"failed\":{},\"errors\":{{{errors}}},\
              \"connections_opened\":{},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\
              \"requests_per_sec\":{:.2},\"elapsed_secs\":{:.3}}}",
-            self.requests,
+            self.requests(),
             self.ok,
             self.failed(),
             self.connections_opened,
@@ -405,9 +413,17 @@ fn percentile_ms(sorted_us: &[u64], percent: usize) -> f64 {
 /// the source (an io or h2 error) says why.
 fn error_chain(error: &dyn StdError) -> String {
     let mut text = error.to_string();
+    let mut previous = text.clone();
     let mut source = error.source();
     while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
+        let message = cause.to_string();
+        // A wrapper that displays as the error it wraps (the pool shares one
+        // connect error among the requests that waited on it that way) adds
+        // nothing but noise.
+        if message != previous {
+            let _ = write!(text, ": {message}");
+        }
+        previous = message;
         source = cause.source();
     }
     text
@@ -468,7 +484,7 @@ fn progress_bar(options: &Options) -> ProgressBar {
     // terminal, so piping the summary somewhere still works.
     let bar = ProgressBar::new(options.requests);
     match ProgressStyle::with_template(
-        "{elapsed_precise} [{wide_bar}] {pos}/{len} {per_sec} eta {eta} {msg}",
+        "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} eta {eta} {msg}",
     ) {
         Ok(style) => bar.with_style(style.progress_chars("=> ")),
         Err(_) => bar,
@@ -561,13 +577,12 @@ async fn run(options: Options) -> ExitCode {
     progress.finish_and_clear();
 
     merged.latencies_us.sort_unstable();
-    let ok = merged.latencies_us.len() as u64;
-    let failed: u64 = merged.failures.values().map(|tally| tally.count).sum();
+    let pool_totals = pool.stats().total();
     let summary = Summary {
-        requests: ok + failed,
-        ok,
+        ok: merged.latencies_us.len() as u64,
         failures: merged.failures,
-        connections_opened: pool.stats().total().connections_opened,
+        connections_opened: pool_totals.connections_opened,
+        connect_failures: pool_totals.connect_failures,
         server_connections_accepted: server.as_ref().map(|server| {
             server
                 .counters()

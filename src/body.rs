@@ -89,6 +89,7 @@ impl http_body::Body for Body {
             match recv.poll_data(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(data))) => {
+                    guard.heard_from_server();
                     // Give the window back now that the consumer has the bytes.
                     let _ = recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -101,7 +102,10 @@ impl http_body::Body for Body {
         }
         match recv.poll_trailers(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Poll::Ready(Ok(Some(trailers))) => {
+                guard.heard_from_server();
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
             Poll::Ready(Ok(None)) => Poll::Ready(None),
             Poll::Ready(Err(h2_error)) => poll_failure(guard, h2_error, cx, failed),
         }
@@ -142,15 +146,10 @@ fn poll_failure(
                 Delivery::MaybeProcessed,
             )
             .with_source(body_error)))),
-            Poll::Ready(None) => Poll::Ready(Some(Err(response_body_error(h2_error)))),
+            Poll::Ready(None) => Poll::Ready(Some(Err(guard.stream_error(h2_error, true)))),
         };
     }
-    Poll::Ready(Some(Err(response_body_error(h2_error))))
-}
-
-fn response_body_error(h2_error: h2::Error) -> Error {
-    // The response had begun, so the server did process the request.
-    Error::from_h2(h2_error, true).with_delivery(Delivery::MaybeProcessed)
+    Poll::Ready(Some(Err(guard.stream_error(h2_error, true))))
 }
 
 impl fmt::Debug for Body {

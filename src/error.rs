@@ -10,7 +10,7 @@
 use std::any::Any;
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A type-erased error, as tower and http-body use.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -138,11 +138,27 @@ pub struct Error {
     kind: ErrorKind,
     delivery: Delivery,
     detail: Option<Box<str>>,
-    source: Option<BoxError>,
+    source: Option<Source>,
     // The untouched request, when it never left the client, so a caller can
     // send it again without copying (like hyper's `TrySendError`). A Mutex
     // keeps `Error: Sync` while the request body need only be `Send`.
     returned: Option<Mutex<Box<dyn Any + Send>>>,
+}
+
+// A connect error reaches every request that waited for the connect, so its
+// cause is shared rather than copied.
+enum Source {
+    Owned(BoxError),
+    Shared(Arc<dyn StdError + Send + Sync>),
+}
+
+impl Source {
+    fn as_dyn(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        match self {
+            Source::Owned(source) => &**source,
+            Source::Shared(source) => &**source,
+        }
+    }
 }
 
 impl Error {
@@ -157,8 +173,33 @@ impl Error {
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
+        self.source = Some(Source::Owned(source.into()));
         self
+    }
+
+    /// Makes the cause shareable, for errors that several requests get.
+    pub(crate) fn into_shared(mut self) -> Self {
+        if let Some(Source::Owned(source)) = self.source.take() {
+            self.source = Some(Source::Shared(Arc::from(source)));
+        }
+        self.returned = None;
+        self
+    }
+
+    /// A copy of an error made by [`into_shared`](Self::into_shared), with
+    /// the same cause (no returned request: that stays with one owner).
+    pub(crate) fn share(&self) -> Self {
+        Error {
+            kind: self.kind,
+            delivery: self.delivery,
+            detail: self.detail.clone(),
+            source: match &self.source {
+                Some(Source::Shared(source)) => Some(Source::Shared(source.clone())),
+                Some(Source::Owned(source)) => Some(Source::Owned(source.to_string().into())),
+                None => None,
+            },
+            returned: None,
+        }
     }
 
     pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -248,7 +289,7 @@ impl Error {
 
     /// The underlying h2 error, if any.
     pub fn h2(&self) -> Option<&h2::Error> {
-        self.source.as_deref()?.downcast_ref::<h2::Error>()
+        self.source.as_ref()?.as_dyn().downcast_ref::<h2::Error>()
     }
 
     /// Takes back the request that never left the client, if this error
@@ -328,7 +369,7 @@ impl fmt::Debug for Error {
             d.field("detail", detail);
         }
         if let Some(source) = &self.source {
-            d.field("source", source);
+            d.field("source", &source.as_dyn());
         }
         if self.returned.is_some() {
             d.field("returned_request", &true);
@@ -340,8 +381,8 @@ impl fmt::Debug for Error {
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.source
-            .as_deref()
-            .map(|e| e as &(dyn StdError + 'static))
+            .as_ref()
+            .map(|source| source.as_dyn() as &(dyn StdError + 'static))
     }
 }
 

@@ -68,6 +68,7 @@ impl Future for ResponseFuture {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(h2_error)) => h2_error,
                 Poll::Ready(Ok(head)) => {
+                    guard.heard_from_server();
                     let State::Waiting { guard, .. } =
                         std::mem::replace(&mut self.state, State::Failed(None))
                     else {
@@ -94,8 +95,9 @@ impl Future for ResponseFuture {
                 Poll::Ready(None) => {}
             }
         }
+        let error = guard.stream_error(h2_error, false);
         self.state = State::Failed(None);
-        Poll::Ready(Err(Error::from_h2(h2_error, true)))
+        Poll::Ready(Err(error))
     }
 }
 

@@ -35,6 +35,8 @@ pub struct CloseReason {
     pub kind: ErrorKind,
     /// Who or what decided, in words (for logs).
     pub detail: String,
+    /// The HTTP/2 error code of the GOAWAY or connection error, if any.
+    pub h2_reason: Option<h2::Reason>,
 }
 
 /// A cheap handle onto one connection's shared state.
@@ -62,6 +64,9 @@ pub(crate) struct Shared {
     created: Instant,
     /// Milliseconds after `created` at which the load last dropped to zero.
     idle_since_ms: AtomicU64,
+    /// Milliseconds after `created` at which the server was last heard from.
+    heard_from_ms: AtomicU64,
+    driver: Mutex<Option<tokio::task::AbortHandle>>,
     close_reason: Mutex<Option<CloseReason>>,
     pub(crate) notify: Arc<Notify>,
     /// Fires on phase changes only, for watchers that must not swallow the
@@ -90,6 +95,8 @@ impl ConnectionHandle {
                 highest_stream_id: AtomicU32::new(0),
                 created: Instant::now(),
                 idle_since_ms: AtomicU64::new(0),
+                heard_from_ms: AtomicU64::new(0),
+                driver: Mutex::new(None),
                 close_reason: Mutex::new(None),
                 notify,
                 phase_changed: Notify::new(),
@@ -172,13 +179,22 @@ impl ConnectionHandle {
     ///
     /// Returns true if this call moved it out of [`Phase::Open`].
     pub fn start_draining(&self, kind: ErrorKind, detail: impl Into<String>) -> bool {
+        self.start_draining_with(kind, detail.into(), None)
+    }
+
+    pub(crate) fn start_draining_with(
+        &self,
+        kind: ErrorKind,
+        detail: String,
+        h2_reason: Option<h2::Reason>,
+    ) -> bool {
         let moved = self
             .shared
             .phase
             .compare_exchange(OPEN, DRAINING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if moved {
-            self.set_reason(kind, detail.into());
+            self.set_reason(kind, detail, h2_reason);
             self.phase_changed();
         }
         moved
@@ -186,9 +202,18 @@ impl ConnectionHandle {
 
     /// Marks the connection gone. Returns true if it was not closed before.
     pub fn mark_closed(&self, kind: ErrorKind, detail: impl Into<String>) -> bool {
+        self.mark_closed_with(kind, detail.into(), None)
+    }
+
+    pub(crate) fn mark_closed_with(
+        &self,
+        kind: ErrorKind,
+        detail: String,
+        h2_reason: Option<h2::Reason>,
+    ) -> bool {
         let before = self.shared.phase.swap(CLOSED, Ordering::AcqRel);
         if before != CLOSED {
-            self.set_reason(kind, detail.into());
+            self.set_reason(kind, detail, h2_reason);
             self.phase_changed();
         }
         before != CLOSED
@@ -250,11 +275,41 @@ impl ConnectionHandle {
             .fetch_max(id, Ordering::Relaxed);
     }
 
-    fn set_reason(&self, kind: ErrorKind, detail: String) {
+    fn set_reason(&self, kind: ErrorKind, detail: String, h2_reason: Option<h2::Reason>) {
         let mut reason = lock(&self.shared.close_reason);
         if reason.is_none() {
-            *reason = Some(CloseReason { kind, detail });
+            *reason = Some(CloseReason {
+                kind,
+                detail,
+                h2_reason,
+            });
         }
+    }
+
+    /// Closes the connection at once: its task stops, its streams fail with
+    /// an error of `kind`, and no new stream starts on it.
+    pub fn abort(&self, kind: ErrorKind, detail: impl Into<String>) {
+        self.mark_closed(kind, detail);
+        if let Some(driver) = lock(&self.shared.driver).take() {
+            driver.abort();
+        }
+    }
+
+    pub(crate) fn set_driver(&self, driver: tokio::task::AbortHandle) {
+        *lock(&self.shared.driver) = Some(driver);
+    }
+
+    /// Notes that the server was just heard from (a frame or a PONG).
+    pub(crate) fn heard_from_server(&self) {
+        let now = u64::try_from(self.shared.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.shared.heard_from_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// How long ago the server was last heard from, as far as streams and
+    /// PINGs tell.
+    pub fn silent_for(&self) -> Duration {
+        let since = Duration::from_millis(self.shared.heard_from_ms.load(Ordering::Relaxed));
+        self.age().saturating_sub(since)
     }
 }
 
@@ -272,6 +327,12 @@ impl fmt::Debug for ConnectionHandle {
 /// One reserved stream slot; gives it back when dropped.
 pub(crate) struct StreamSlot {
     handle: ConnectionHandle,
+}
+
+impl StreamSlot {
+    pub(crate) fn handle(&self) -> &ConnectionHandle {
+        &self.handle
+    }
 }
 
 impl Drop for StreamSlot {

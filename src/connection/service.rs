@@ -105,7 +105,7 @@ impl Connection {
         let ping_pong = connection.ping_pong();
 
         let driver_handle = handle.clone();
-        tokio::spawn(
+        let driver = tokio::spawn(
             async move {
                 let outcome = connection.await;
                 let (kind, detail) = match &outcome {
@@ -115,11 +115,13 @@ impl Connection {
                     }
                     Err(error) => (ErrorKind::ConnectionClosed, format!("connection error: {error}")),
                 };
-                driver_handle.mark_closed(kind, detail.clone());
+                let h2_reason = outcome.as_ref().err().and_then(h2::Error::reason);
+                driver_handle.mark_closed_with(kind, detail.clone(), h2_reason);
                 tracing::debug!(reason = %detail, streams = driver_handle.streams_started(), "connection closed");
             }
             .instrument(span.clone()),
         );
+        handle.set_driver(driver.abort_handle());
 
         // The server's SETTINGS come before its answer to our PING, so once
         // the PONG is in, `current_max_send_streams` is the server's word.
@@ -169,16 +171,18 @@ impl Connection {
     /// connection: a GOAWAY means draining, anything else means gone.
     fn note_connection_error(&self, h2_error: &h2::Error) {
         if h2_error.is_go_away() && h2_error.is_remote() {
-            if self
-                .handle
-                .start_draining(ErrorKind::GoAway, h2_error.to_string())
-            {
+            if self.handle.start_draining_with(
+                ErrorKind::GoAway,
+                h2_error.to_string(),
+                h2_error.reason(),
+            ) {
                 tracing::debug!(connection = self.handle.id(), reason = ?h2_error.reason(), "received GOAWAY, draining");
             }
-        } else if self
-            .handle
-            .mark_closed(ErrorKind::ConnectionClosed, h2_error.to_string())
-        {
+        } else if self.handle.mark_closed_with(
+            ErrorKind::ConnectionClosed,
+            h2_error.to_string(),
+            h2_error.reason(),
+        ) {
             tracing::debug!(connection = self.handle.id(), error = %h2_error, "connection failed");
         }
     }
@@ -312,7 +316,7 @@ where
     }
 }
 
-fn not_open_error(handle: &ConnectionHandle) -> Error {
+pub(crate) fn not_open_error(handle: &ConnectionHandle) -> Error {
     let reason = handle.close_reason();
     let kind = match reason.as_ref().map(|reason| reason.kind) {
         Some(ErrorKind::GoAway) => ErrorKind::GoAway,

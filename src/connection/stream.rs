@@ -10,7 +10,7 @@ use http_body::Body as HttpBody;
 use tokio::task::JoinHandle;
 
 use super::handle::StreamSlot;
-use crate::error::BoxError;
+use crate::error::{BoxError, Delivery, Error, ErrorKind};
 
 /// Holds a stream's slot, and the task sending its request body.
 ///
@@ -19,7 +19,7 @@ use crate::error::BoxError;
 /// left, and the slot is free at once.
 #[derive(Debug)]
 pub(crate) struct StreamGuard {
-    _slot: StreamSlot,
+    slot: StreamSlot,
     body_task: Option<JoinHandle<Result<(), BoxError>>>,
 }
 
@@ -29,7 +29,7 @@ impl StreamGuard {
         body_task: Option<JoinHandle<Result<(), BoxError>>>,
     ) -> Self {
         StreamGuard {
-            _slot: slot,
+            slot: slot,
             body_task,
         }
     }
@@ -53,6 +53,34 @@ impl StreamGuard {
 
     pub(crate) fn has_body_task(&self) -> bool {
         self.body_task.is_some()
+    }
+
+    /// Notes that the server sent something on this stream.
+    pub(crate) fn heard_from_server(&self) {
+        self.slot.handle().heard_from_server();
+    }
+
+    /// Our error for an h2 error that ended the stream. A stream cut off
+    /// because its connection was aborted (a keep-alive PING went
+    /// unanswered) says so, rather than "broken pipe".
+    pub(crate) fn stream_error(&self, h2_error: h2::Error, headers_arrived: bool) -> Error {
+        let aborted = self
+            .slot
+            .handle()
+            .close_reason()
+            .filter(|reason| reason.kind == ErrorKind::KeepAliveTimeout);
+        if let (Some(reason), false) = (aborted, h2_error.is_reset() && h2_error.is_remote()) {
+            return Error::new(ErrorKind::KeepAliveTimeout, Delivery::MaybeProcessed)
+                .with_detail(reason.detail)
+                .with_source(h2_error);
+        }
+        let error = Error::from_h2(h2_error, true);
+        if headers_arrived {
+            // The response had begun, so the server did process the request.
+            error.with_delivery(Delivery::MaybeProcessed)
+        } else {
+            error
+        }
     }
 }
 

@@ -1,6 +1,5 @@
 //! The connections of one origin, and how a request gets a stream slot on one.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -85,7 +84,7 @@ struct OriginState {
     connecting: usize,
     waiting: usize,
     connect_failures: u64,
-    last_connect_error: Option<Arc<Error>>,
+    last_connect_error: Option<Error>,
     /// The stream limit of the last connection made, for when none is open.
     last_max_streams: Option<usize>,
 }
@@ -308,7 +307,7 @@ impl OriginPool {
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(origin = %self.key, %error, "connect failed");
                 state.connect_failures += 1;
-                state.last_connect_error = Some(Arc::new(error));
+                state.last_connect_error = Some(error.into_shared());
                 drop(state);
             }
         }
@@ -422,33 +421,5 @@ async fn watch(origin: Weak<OriginPool>, handle: ConnectionHandle, idle_timeout:
     }
     if let Some(origin) = origin.upgrade() {
         origin.remove(handle.id());
-    }
-}
-
-/// A connect error, shared by every request that was waiting on the connect.
-impl Error {
-    fn share(self: &Arc<Self>) -> Error {
-        Error::new(self.kind(), Delivery::NeverSent).with_source(SharedError(self.clone()))
-    }
-}
-
-/// Lets one error be the source of many.
-struct SharedError(Arc<Error>);
-
-impl fmt::Debug for SharedError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for SharedError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&*self.0, f)
-    }
-}
-
-impl StdError for SharedError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.0.source()
     }
 }
