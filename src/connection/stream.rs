@@ -29,7 +29,7 @@ impl StreamGuard {
         body_task: Option<JoinHandle<Result<(), BoxError>>>,
     ) -> Self {
         StreamGuard {
-            slot: slot,
+            slot,
             body_task,
         }
     }
