@@ -10,8 +10,10 @@
 mod body;
 pub mod connection;
 pub mod connector;
+pub mod drain;
 mod error;
 pub mod pool;
+pub mod readiness;
 
 pub use self::body::Body;
 pub use self::error::{BoxError, Delivery, Error, ErrorKind};

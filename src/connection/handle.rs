@@ -141,7 +141,7 @@ impl ConnectionHandle {
         self.max_streams().saturating_sub(self.load())
     }
 
-    /// Streams ever started on the connection.
+    /// Streams ever started (or reserved to start) on the connection.
     pub fn streams_started(&self) -> u64 {
         self.shared.streams_started.load(Ordering::Relaxed)
     }
@@ -259,9 +259,10 @@ impl ConnectionHandle {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
+                    self.shared.streams_started.fetch_add(1, Ordering::Relaxed);
                     return Some(StreamSlot {
                         handle: self.clone(),
-                    })
+                    });
                 }
                 Err(now) => load = now,
             }
@@ -269,7 +270,6 @@ impl ConnectionHandle {
     }
 
     pub(crate) fn record_stream(&self, id: u32) {
-        self.shared.streams_started.fetch_add(1, Ordering::Relaxed);
         self.shared
             .highest_stream_id
             .fetch_max(id, Ordering::Relaxed);

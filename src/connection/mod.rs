@@ -25,3 +25,17 @@ pub use self::settings::{
     Http2Settings, DEFAULT_CONNECTION_WINDOW, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_SEND_BUFFER_SIZE, DEFAULT_STREAM_WINDOW,
 };
+
+/// A service over one HTTP/2 connection that can say which: the
+/// [readiness](crate::readiness) and [drain](crate::drain) layers read the
+/// connection's state through it, so they stack in any order.
+pub trait HasHandle {
+    /// The connection's shared state.
+    fn handle(&self) -> &ConnectionHandle;
+}
+
+impl HasHandle for Connection {
+    fn handle(&self) -> &ConnectionHandle {
+        Connection::handle(self)
+    }
+}

@@ -17,7 +17,7 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use super::future::ResponseFuture;
-use super::handle::{ConnectionHandle, StreamSlot};
+use super::handle::{ConnectionHandle, Phase, StreamSlot};
 use super::settings::Http2Settings;
 use super::stream::{send_body, StreamGuard};
 use crate::body::Body;
@@ -187,9 +187,8 @@ impl Connection {
         }
     }
 
-    /// Waits for a stream slot; once `Ready`, [`is_reserved`](Self::is_reserved)
-    /// tells whether one was had (false: the connection is not open).
-    pub(crate) fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Waits for a stream slot, or for the connection to stop taking streams.
+    fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.poll_slot(cx).is_pending() {
             return Poll::Pending;
         }
@@ -206,11 +205,6 @@ impl Connection {
             }
             Poll::Pending => Poll::Pending,
         }
-    }
-
-    /// Returns true while this clone holds a reserved stream slot.
-    pub(crate) fn is_reserved(&self) -> bool {
-        self.slot.is_some()
     }
 
     fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -282,7 +276,10 @@ where
             };
             return ResponseFuture::failed(error.with_request(request));
         };
-        if !self.handle.is_open() {
+        // A slot reserved before a drain began still gets its stream: a drain
+        // we start ourselves is graceful, and after a server's GOAWAY h2
+        // refuses the stream itself, as never sent.
+        if self.handle.phase() == Phase::Closed {
             return ResponseFuture::failed(not_open_error(&self.handle).with_request(request));
         }
 
@@ -316,7 +313,7 @@ where
     }
 }
 
-pub(crate) fn not_open_error(handle: &ConnectionHandle) -> Error {
+fn not_open_error(handle: &ConnectionHandle) -> Error {
     let reason = handle.close_reason();
     let kind = match reason.as_ref().map(|reason| reason.kind) {
         Some(ErrorKind::GoAway) => ErrorKind::GoAway,

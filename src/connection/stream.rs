@@ -28,10 +28,7 @@ impl StreamGuard {
         slot: StreamSlot,
         body_task: Option<JoinHandle<Result<(), BoxError>>>,
     ) -> Self {
-        StreamGuard {
-            slot,
-            body_task,
-        }
+        StreamGuard { slot, body_task }
     }
 
     /// After h2 reported our own reset of the stream: waits for the body task

@@ -7,7 +7,9 @@ use super::config::Config;
 use super::service::Pool;
 use crate::connection::Http2Settings;
 use crate::connector::{self, Io, TcpConnector};
+use crate::drain::DrainPolicy;
 use crate::error::BoxError;
+use crate::readiness::KeepAlive;
 
 /// Configures a [`Pool`]. Every setting has a documented default.
 ///
@@ -120,7 +122,46 @@ impl Builder {
     /// How long a connection may have no stream before it is closed;
     /// `None` keeps it. Default 90 s.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.config.idle_timeout = timeout;
+        self.config.drain = self.config.drain.idle_timeout(timeout);
+        self
+    }
+
+    /// Liveness checks with PING (see [`readiness`](crate::readiness));
+    /// `None` turns them off. Default: PING after 30 s of silence while
+    /// streams are in flight, retire after 20 s without PONG.
+    pub fn keep_alive(mut self, keep_alive: Option<KeepAlive>) -> Self {
+        self.config.keep_alive = keep_alive;
+        self
+    }
+
+    /// When connections retire by themselves (see [`drain`](crate::drain)).
+    /// Replaces [`idle_timeout`](Self::idle_timeout) too. Default: idle for
+    /// 90 s, or stream ids at 75% of their range.
+    pub fn drain_policy(mut self, policy: DrainPolicy) -> Self {
+        self.config.drain = policy;
+        self
+    }
+
+    /// Retire connections this old (less up to 10% jitter), as Envoy's
+    /// `max_connection_duration`. Default: none.
+    pub fn max_connection_age(mut self, age: Option<Duration>) -> Self {
+        self.config.drain = self.config.drain.max_age(age);
+        self
+    }
+
+    /// Retire a connection after this many requests, as nginx's
+    /// `keepalive_requests` would, but without failing any. Default: none.
+    pub fn max_requests_per_connection(mut self, max: Option<u64>) -> Self {
+        self.config.drain = self.config.drain.max_requests(max);
+        self
+    }
+
+    /// Waits after failed connects to an origin: `initial` after the first,
+    /// doubling per failure up to `max`, each with jitter. Default 100 ms
+    /// doubling to 10 s.
+    pub fn connect_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.connect_backoff = initial;
+        self.config.max_connect_backoff = max.max(initial);
         self
     }
 

@@ -1,6 +1,8 @@
 use std::time::Duration;
 
 use crate::connection::Http2Settings;
+use crate::drain::DrainPolicy;
+use crate::readiness::KeepAlive;
 
 /// 10 s to open a transport connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -12,6 +14,10 @@ pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 1024;
 pub const DEFAULT_PENDING_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection with no stream for 90 s is closed, as hyper-util's pool does.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The first wait after a failed connect; it doubles per failure.
+pub const DEFAULT_CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between connects to an origin that keeps failing.
+pub const DEFAULT_MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Everything a [`Pool`](super::Pool) is configured with.
 #[derive(Debug, Clone)]
@@ -21,7 +27,10 @@ pub(crate) struct Config {
     pub(crate) max_connections_per_origin: usize,
     pub(crate) max_pending_requests: usize,
     pub(crate) pending_timeout: Option<Duration>,
-    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) keep_alive: Option<KeepAlive>,
+    pub(crate) drain: DrainPolicy,
+    pub(crate) connect_backoff: Duration,
+    pub(crate) max_connect_backoff: Duration,
 }
 
 impl Default for Config {
@@ -32,7 +41,10 @@ impl Default for Config {
             max_connections_per_origin: DEFAULT_MAX_CONNECTIONS_PER_ORIGIN,
             max_pending_requests: DEFAULT_MAX_PENDING_REQUESTS,
             pending_timeout: Some(DEFAULT_PENDING_TIMEOUT),
-            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            keep_alive: Some(KeepAlive::default()),
+            drain: DrainPolicy::default().idle_timeout(Some(DEFAULT_IDLE_TIMEOUT)),
+            connect_backoff: DEFAULT_CONNECT_BACKOFF,
+            max_connect_backoff: DEFAULT_MAX_CONNECT_BACKOFF,
         }
     }
 }

@@ -96,7 +96,7 @@ where
                     pending_timeout,
                     deadline,
                 } => {
-                    let outcome = match origin.poll_acquire(cx, waiter, true) {
+                    let outcome = match origin.poll_acquire::<B>(cx, waiter, true) {
                         Poll::Ready(outcome) => outcome,
                         Poll::Pending => match pending_timeout {
                             None => return Poll::Pending,

@@ -2,23 +2,36 @@
 
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Buf;
 use http::uri::{Authority, Scheme};
+use http::Request;
 use http::Uri;
+use http_body::Body as HttpBody;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 use tower::ServiceExt;
+use tower_layer::Layer;
+use tower_service::Service;
 
 use super::config::Config;
 use super::stats::OriginStats;
-use crate::connection::{lock, Connection, ConnectionHandle, Phase, DEFAULT_PEER_MAX_STREAMS};
+use crate::connection::{
+    lock, Connection, ConnectionHandle, HasHandle, Phase, DEFAULT_PEER_MAX_STREAMS,
+};
 use crate::connector::{BoxedConnector, UnsupportedScheme};
-use crate::error::{Delivery, Error, ErrorKind};
+use crate::drain::{Drain, DrainLayer};
+use crate::error::{BoxError, Delivery, Error, ErrorKind};
+use crate::readiness::{Readiness, ReadinessLayer};
+
+/// What the pool keeps per connection: the connection under its layers.
+pub(crate) type PooledConnection = Readiness<Drain<Connection>>;
 
 /// Requests to the same scheme and authority share connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -71,6 +84,8 @@ pub(crate) struct OriginPool {
     uri: Uri,
     config: Arc<Config>,
     connector: BoxedConnector,
+    readiness: ReadinessLayer,
+    drain: DrainLayer,
     /// Woken once per freed stream slot, and for everyone on new capacity.
     notify: Arc<Notify>,
     state: Mutex<OriginState>,
@@ -80,13 +95,21 @@ pub(crate) struct OriginPool {
 
 #[derive(Default)]
 struct OriginState {
-    connections: Vec<Connection>,
+    /// Connections that take new streams (or did at the last look).
+    connections: Vec<PooledConnection>,
+    /// Connections finishing their streams; the pool no longer holds their
+    /// send handles, so h2 closes each once its last stream ends.
+    draining: Vec<ConnectionHandle>,
     connecting: usize,
     waiting: usize,
     connect_failures: u64,
     last_connect_error: Option<Error>,
     /// The stream limit of the last connection made, for when none is open.
     last_max_streams: Option<usize>,
+    /// Consecutive connect failures, for the backoff.
+    failures_in_a_row: u32,
+    /// No connect starts before this, after a failure.
+    next_connect_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -121,13 +144,17 @@ impl OriginPool {
         key: OriginKey,
         config: Arc<Config>,
         connector: BoxedConnector,
+        readiness: ReadinessLayer,
     ) -> Result<Arc<Self>, Error> {
         let uri = key.to_uri()?;
+        let drain = DrainLayer::new(config.drain.clone());
         Ok(Arc::new_cyclic(|this| OriginPool {
             key,
             uri,
             config,
             connector,
+            readiness,
+            drain,
             notify: Arc::new(Notify::new()),
             state: Mutex::new(OriginState::default()),
             counters: Counters::default(),
@@ -145,12 +172,17 @@ impl OriginPool {
     /// `limit_pending` applies `max_pending_requests` to a request that
     /// would have to wait (the keyed pool's rule; the single-origin service
     /// pushes back through `poll_ready` instead).
-    pub(crate) fn poll_acquire(
+    pub(crate) fn poll_acquire<B>(
         &self,
         cx: &mut Context<'_>,
         waiter: &mut Waiter,
         limit_pending: bool,
-    ) -> Poll<Result<Connection, Error>> {
+    ) -> Poll<Result<PooledConnection, Error>>
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Buf + Send,
+        B::Error: Into<BoxError>,
+    {
         loop {
             let notified = waiter
                 .notified
@@ -160,10 +192,8 @@ impl OriginPool {
             {
                 let mut state = lock(&self.state);
                 let seen_failures = *waiter.seen_failures.get_or_insert(state.connect_failures);
-                state
-                    .connections
-                    .retain(|connection| connection.handle().phase() != Phase::Closed);
-                if let Some(connection) = self.try_reserve(&mut state, cx) {
+                self.retire_not_open(&mut state);
+                if let Some(connection) = self.try_reserve::<B>(&mut state, cx) {
                     drop(state);
                     waiter.notified = None;
                     if let Some(origin) = waiter.registered.take() {
@@ -171,11 +201,7 @@ impl OriginPool {
                     }
                     return Poll::Ready(Ok(connection));
                 }
-                let open = state
-                    .connections
-                    .iter()
-                    .filter(|connection| connection.handle().is_open())
-                    .count();
+                let open = state.connections.len();
                 if waiter.registered.is_none() {
                     if limit_pending && state.waiting >= self.config.max_pending_requests {
                         return Poll::Ready(Err(Error::new(
@@ -212,7 +238,16 @@ impl OriginPool {
     }
 
     /// Reserves a slot on the open connection with the most free slots.
-    fn try_reserve(&self, state: &mut OriginState, cx: &mut Context<'_>) -> Option<Connection> {
+    fn try_reserve<B>(
+        &self,
+        state: &mut OriginState,
+        cx: &mut Context<'_>,
+    ) -> Option<PooledConnection>
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Buf + Send,
+        B::Error: Into<BoxError>,
+    {
         loop {
             let best = state
                 .connections
@@ -220,18 +255,54 @@ impl OriginPool {
                 .filter(|connection| connection.handle().free_slots() > 0)
                 .min_by_key(|connection| connection.handle().load())?;
             let mut candidate = best.clone();
-            // Checked right before dispatch: this is where a GOAWAY that came
-            // in since the last request shows up and the connection drains.
-            match candidate.poll_reserve(cx) {
-                Poll::Ready(()) if candidate.is_reserved() => return Some(candidate),
-                // Not open after all, or h2 has a stream of ours pending open;
-                // either way the handle no longer offers a free slot.
-                Poll::Ready(()) | Poll::Pending => {
-                    if candidate.handle().free_slots() > 0 {
-                        return None;
-                    }
-                }
+            // The layers check the connection right before dispatch: this is
+            // where a GOAWAY, an age limit or a dead PING shows up.
+            let ready = Service::<Request<B>>::poll_ready(&mut candidate, cx);
+            if matches!(ready, Poll::Ready(Ok(()))) && candidate.handle().is_open() {
+                return Some(candidate);
             }
+            self.retire_not_open(state);
+            // Still offering slots, yet not ready: h2 has a stream of ours
+            // pending open there. Wait rather than spin.
+            if candidate.handle().is_open() && candidate.handle().free_slots() > 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Moves connections that stopped taking streams out of the rotation.
+    fn retire_not_open(&self, state: &mut OriginState) {
+        let mut retired = false;
+        let mut index = 0;
+        while index < state.connections.len() {
+            if state.connections[index].handle().is_open() {
+                index += 1;
+                continue;
+            }
+            let handle = state.connections.swap_remove(index).handle().clone();
+            if handle.phase() == Phase::Draining {
+                state.draining.push(handle);
+            }
+            retired = true;
+        }
+        state
+            .draining
+            .retain(|handle| handle.phase() != Phase::Closed);
+        if retired {
+            // A replacement, before waiting requests need one, when the
+            // connections left cannot take the load the retired one had.
+            let free: usize = state
+                .connections
+                .iter()
+                .map(|c| c.handle().free_slots())
+                .sum();
+            if (state.connections.is_empty() || free == 0)
+                && self.should_connect(state, state.connections.len())
+            {
+                state.connecting += 1;
+                self.spawn_connect();
+            }
+            self.notify.notify_waiters();
         }
     }
 
@@ -239,6 +310,9 @@ impl OriginPool {
     /// the connects under way will give.
     fn should_connect(&self, state: &OriginState, open: usize) -> bool {
         if open + state.connecting >= self.config.max_connections_per_origin {
+            return false;
+        }
+        if state.next_connect_at.is_some_and(|at| Instant::now() < at) {
             return false;
         }
         if state.connecting == 0 {
@@ -295,30 +369,56 @@ impl OriginPool {
                     .connections_opened
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(origin = %self.key, connection = connection.handle().id(), "connected");
+                state.failures_in_a_row = 0;
+                state.next_connect_at = None;
                 let handle = connection.handle().clone();
                 state.last_max_streams = Some(handle.max_streams());
-                state.connections.push(connection);
+                let pooled = self.readiness.layer(self.drain.layer(connection));
+                state.connections.push(pooled);
                 drop(state);
-                tokio::spawn(watch(self.this.clone(), handle, self.config.idle_timeout));
+                tokio::spawn(watch(self.this.clone(), handle));
             }
             Err(error) => {
                 self.counters
                     .connect_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(origin = %self.key, %error, "connect failed");
                 state.connect_failures += 1;
+                state.failures_in_a_row = state.failures_in_a_row.saturating_add(1);
+                let backoff = self.backoff(state.failures_in_a_row);
+                state.next_connect_at = Some(Instant::now() + backoff);
+                tracing::debug!(origin = %self.key, %error, ?backoff, "connect failed");
                 state.last_connect_error = Some(error.into_shared());
                 drop(state);
+                // Wake the waiters when the backoff ends, so one of them connects.
+                let notify = self.notify.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(backoff).await;
+                    notify.notify_waiters();
+                });
             }
         }
         self.notify.notify_waiters();
     }
 
-    fn remove(&self, id: u64) {
-        lock(&self.state)
-            .connections
-            .retain(|connection| connection.handle().id() != id);
-        self.notify.notify_waiters();
+    /// Exponential with "equal jitter": half fixed, half random, so a crowd
+    /// of clients spreads out without any one waiting near zero.
+    fn backoff(&self, failures_in_a_row: u32) -> Duration {
+        let exponent = failures_in_a_row.saturating_sub(1).min(20);
+        let full = self
+            .config
+            .connect_backoff
+            .saturating_mul(1 << exponent)
+            .min(self.config.max_connect_backoff);
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(failures_in_a_row);
+        let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+        full / 2 + (full / 2).mul_f64(unit)
+    }
+
+    /// Called by a connection's watcher when its phase changed.
+    fn phase_changed(&self) {
+        let mut state = lock(&self.state);
+        self.retire_not_open(&mut state);
     }
 
     pub(crate) fn record_request(&self) {
@@ -340,8 +440,12 @@ impl OriginPool {
             connect_failures: self.counters.connect_failures.load(Ordering::Relaxed),
             ..OriginStats::default()
         };
-        for connection in &state.connections {
-            let handle = connection.handle();
+        let handles = state
+            .connections
+            .iter()
+            .map(HasHandle::handle)
+            .chain(&state.draining);
+        for handle in handles {
             match handle.phase() {
                 Phase::Open => stats.connections_open += 1,
                 Phase::Draining => stats.connections_draining += 1,
@@ -392,34 +496,23 @@ async fn connect(
     Connection::handshake_with(io, &config.http2, notify, span).await
 }
 
-/// Takes a connection out of its origin once it closes, and closes it when
-/// it has been idle for the idle timeout.
-async fn watch(origin: Weak<OriginPool>, handle: ConnectionHandle, idle_timeout: Option<Duration>) {
-    const NO_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Tells the origin when a connection stops taking streams or closes, so it
+/// leaves the rotation (and gets a replacement) without waiting for a request.
+async fn watch(origin: Weak<OriginPool>, handle: ConnectionHandle) {
     loop {
         let phase_changed = handle.phase_changed_notify().notified();
         tokio::pin!(phase_changed);
         phase_changed.as_mut().enable();
-        if handle.phase() == Phase::Closed {
-            break;
-        }
-        let wait = match (idle_timeout, handle.idle_for()) {
-            (Some(timeout), Some(idle)) if idle >= timeout => {
-                if handle.start_draining(ErrorKind::ConnectionClosed, "idle timeout") {
-                    tracing::debug!(connection = handle.id(), ?idle, "closing idle connection");
-                }
-                break;
+        let phase = handle.phase();
+        if phase != Phase::Open {
+            let Some(origin) = origin.upgrade() else {
+                return;
+            };
+            origin.phase_changed();
+            if phase == Phase::Closed {
+                return;
             }
-            (Some(timeout), Some(idle)) => timeout - idle,
-            (Some(timeout), None) => timeout,
-            (None, _) => NO_TIMEOUT,
-        };
-        tokio::select! {
-            _ = phase_changed => {}
-            _ = tokio::time::sleep(wait) => {}
         }
-    }
-    if let Some(origin) = origin.upgrade() {
-        origin.remove(handle.id());
+        phase_changed.await;
     }
 }

@@ -12,12 +12,13 @@ use tower_service::Service;
 use super::builder::Builder;
 use super::config::Config;
 use super::future::ResponseFuture;
-use super::origin::{OriginKey, OriginPool, Waiter};
+use super::origin::{OriginKey, OriginPool, PooledConnection, Waiter};
 use super::stats::PoolStats;
 use crate::body::Body;
-use crate::connection::{lock, Connection};
+use crate::connection::lock;
 use crate::connector::BoxedConnector;
 use crate::error::{BoxError, Delivery, Error, ErrorKind};
+use crate::readiness::ReadinessLayer;
 
 /// A pool of HTTP/2 connections, keyed by origin, as a tower [`Service`].
 ///
@@ -53,6 +54,8 @@ pub struct Pool {
 struct Shared {
     config: Arc<Config>,
     connector: BoxedConnector,
+    // One for all origins, so a server's "too_many_pings" slows them all.
+    readiness: ReadinessLayer,
     origins: Mutex<HashMap<OriginKey, Arc<OriginPool>>>,
 }
 
@@ -70,6 +73,7 @@ impl Pool {
     pub(crate) fn from_parts(config: Config, connector: BoxedConnector) -> Pool {
         Pool {
             shared: Arc::new(Shared {
+                readiness: ReadinessLayer::new(config.keep_alive.clone()),
                 config: Arc::new(config),
                 connector,
                 origins: Mutex::new(HashMap::new()),
@@ -119,6 +123,7 @@ impl Pool {
             key.clone(),
             self.shared.config.clone(),
             self.shared.connector.clone(),
+            self.shared.readiness.clone(),
         )?;
         origins.insert(key, origin.clone());
         Ok(origin)
@@ -172,7 +177,7 @@ where
 /// connect does not fail `poll_ready`: the next `call` returns the error.
 pub struct OriginService {
     origin: Arc<OriginPool>,
-    ready: Option<Connection>,
+    ready: Option<PooledConnection>,
     failed: Option<Error>,
     waiter: Waiter,
 }
@@ -247,7 +252,7 @@ where
         if self.ready.is_some() || self.failed.is_some() {
             return Poll::Ready(Ok(()));
         }
-        match self.origin.poll_acquire(cx, &mut self.waiter, false) {
+        match self.origin.poll_acquire::<B>(cx, &mut self.waiter, false) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(outcome) => {
                 self.waiter = Waiter::default();

@@ -1,0 +1,124 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::connection::{ConnectionHandle, Phase};
+use crate::error::ErrorKind;
+
+/// PING after 30 s of silence from the server.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Retire a connection whose PING is unanswered after 20 s.
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+// Pinging faster than this gets clients banned by grpc-go servers (whose
+// floor is 5 minutes without streams, 10 s with); doubling stops here.
+const MAX_PING_INTERVAL: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// When to check that a connection is alive.
+#[derive(Debug, Clone)]
+pub struct KeepAlive {
+    interval_ms: Arc<AtomicU64>,
+    timeout: Duration,
+    while_idle: bool,
+}
+
+impl KeepAlive {
+    /// PING after `interval` without a frame from the server; retire the
+    /// connection when no PONG comes within `timeout`. Idle connections (no
+    /// stream in flight) are not pinged unless [`while_idle`](Self::while_idle).
+    pub fn new(interval: Duration, timeout: Duration) -> Self {
+        KeepAlive {
+            interval_ms: Arc::new(AtomicU64::new(millis(interval).max(1))),
+            timeout,
+            while_idle: false,
+        }
+    }
+
+    /// Also ping connections without streams in flight. Off by default: many
+    /// servers (grpc-go among them) treat that as abuse.
+    pub fn while_idle(mut self, enabled: bool) -> Self {
+        self.while_idle = enabled;
+        self
+    }
+
+    /// The interval now (it doubles when a server says "too_many_pings").
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.load(Ordering::Relaxed))
+    }
+
+    /// How long a PING may go unanswered.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn slow_down(&self) {
+        let doubled = (self.interval() * 2).min(MAX_PING_INTERVAL);
+        self.interval_ms.store(millis(doubled), Ordering::Relaxed);
+        tracing::warn!(interval = ?doubled, "server said too_many_pings; pinging less often");
+    }
+}
+
+impl Default for KeepAlive {
+    fn default() -> Self {
+        KeepAlive::new(DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT)
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(super) fn spawn(handle: ConnectionHandle, keep_alive: KeepAlive) {
+    let Some(ping_pong) = handle.take_ping_pong() else {
+        // Another layer owns the PING handle already: one prober is enough.
+        return;
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(run(handle, ping_pong, keep_alive));
+        }
+        Err(_) => tracing::warn!("no tokio runtime: keep-alive PINGs are off for this connection"),
+    }
+}
+
+async fn run(handle: ConnectionHandle, mut ping_pong: h2::PingPong, keep_alive: KeepAlive) {
+    loop {
+        let phase_changed = handle.phase_changed_notify().notified();
+        tokio::pin!(phase_changed);
+        phase_changed.as_mut().enable();
+        if handle.phase() == Phase::Closed {
+            break;
+        }
+        let interval = keep_alive.interval();
+        let silent = handle.silent_for();
+        let quiet = handle.load() == 0 && !keep_alive.while_idle;
+        if silent < interval || quiet {
+            let wait = if quiet { interval } else { interval - silent };
+            tokio::select! {
+                _ = phase_changed => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        match tokio::time::timeout(keep_alive.timeout, ping_pong.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => handle.heard_from_server(),
+            // The connection is gone; its driver says why.
+            Ok(Err(_)) => break,
+            Err(_) => {
+                tracing::debug!(connection = handle.id(), timeout = ?keep_alive.timeout, "PING unanswered, retiring connection");
+                handle.abort(
+                    ErrorKind::KeepAliveTimeout,
+                    format!("no PONG within {:?}", keep_alive.timeout),
+                );
+                return;
+            }
+        }
+    }
+    let too_many_pings = handle.close_reason().is_some_and(|reason| {
+        reason.h2_reason == Some(h2::Reason::ENHANCE_YOUR_CALM)
+            && reason.detail.contains("too_many_pings")
+    });
+    if too_many_pings {
+        keep_alive.slow_down();
+    }
+}
