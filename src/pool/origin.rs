@@ -273,6 +273,7 @@ impl OriginPool {
     /// Moves connections that stopped taking streams out of the rotation.
     fn retire_not_open(&self, state: &mut OriginState) {
         let mut retired = false;
+        let mut busy_retired = false;
         let mut index = 0;
         while index < state.connections.len() {
             if state.connections[index].handle().is_open() {
@@ -280,6 +281,7 @@ impl OriginPool {
                 continue;
             }
             let handle = state.connections.swap_remove(index).handle().clone();
+            busy_retired |= handle.load() > 0;
             if handle.phase() == Phase::Draining {
                 state.draining.push(handle);
             }
@@ -289,16 +291,16 @@ impl OriginPool {
             .draining
             .retain(|handle| handle.phase() != Phase::Closed);
         if retired {
-            // A replacement, before waiting requests need one, when the
-            // connections left cannot take the load the retired one had.
+            // A replacement before waiting requests need one, when the retired
+            // connection was in use and those left have no room. (An idle one
+            // that retires is not replaced: that would churn forever.)
             let free: usize = state
                 .connections
                 .iter()
                 .map(|c| c.handle().free_slots())
                 .sum();
-            if (state.connections.is_empty() || free == 0)
-                && self.should_connect(state, state.connections.len())
-            {
+            let in_demand = busy_retired || state.waiting > 0;
+            if in_demand && free == 0 && self.should_connect(state, state.connections.len()) {
                 state.connecting += 1;
                 self.spawn_connect();
             }

@@ -34,3 +34,18 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A GET with an `x-request-id`, for the server's ledger.
+pub fn get_with_id(url: String, id: &str) -> http::Request<http_body_util::Empty<Bytes>> {
+    http::Request::get(url)
+        .header("x-request-id", id)
+        .body(http_body_util::Empty::new())
+        .expect("valid request")
+}
+
+/// A plain GET.
+pub fn get(url: String) -> http::Request<http_body_util::Empty<Bytes>> {
+    http::Request::get(url)
+        .body(http_body_util::Empty::new())
+        .expect("valid request")
+}

@@ -1,0 +1,248 @@
+//! GOAWAY from the server, and drains the client starts itself.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use h2::Reason;
+use h2pool::connection::{Connection, HasHandle, Http2Settings, Phase};
+use h2pool::drain::{DrainLayer, DrainPolicy};
+use h2pool::{Delivery, ErrorKind, Pool};
+use support::{body_bytes, get, get_with_id, ServerConfig, TestServer};
+use tower::{Layer, ServiceExt};
+
+#[tokio::test]
+async fn goaway_in_the_middle_of_64_streams_lets_accepted_ones_finish_and_marks_the_rest_refused() {
+    support::init_tracing();
+    let server = TestServer::start(ServerConfig {
+        handler_delay: Duration::from_millis(300),
+        ..ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::new();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let pool = pool.clone();
+        let request = get_with_id(server.url("/"), &format!("r{i}"));
+        tasks.push(tokio::spawn(async move {
+            match pool.oneshot(request).await {
+                Ok(response) => body_bytes(response).await.map(|_| ()),
+                Err(error) => Err(error),
+            }
+        }));
+        if i == 31 {
+            assert!(
+                support::eventually(Duration::from_secs(5), || server
+                    .counters()
+                    .streams_active
+                    .load(Ordering::SeqCst)
+                    >= 16)
+                .await
+            );
+            // h2's graceful shutdown is the two-step GOAWAY: 2^31-1 first,
+            // then, after a PING round trip, the real last stream id.
+            server.goaway_all();
+        }
+    }
+    let mut refused = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.expect("task") {
+            Ok(()) => assert_eq!(server.times_processed(&format!("r{i}")), 1),
+            Err(error) => {
+                assert_eq!(
+                    error.delivery(),
+                    Delivery::Refused,
+                    "only refusals may fail: {error:?}"
+                );
+                assert_ne!(error.delivery(), Delivery::MaybeProcessed);
+                assert_eq!(
+                    server.times_processed(&format!("r{i}")),
+                    0,
+                    "a refused request was not processed"
+                );
+                refused += 1;
+            }
+        }
+    }
+    eprintln!("{refused} of 64 refused by the GOAWAY");
+
+    // Requests after the GOAWAY go to a new connection.
+    let response = pool
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("after GOAWAY");
+    body_bytes(response).await.expect("body");
+    assert_eq!(
+        server
+            .counters()
+            .connections_accepted
+            .load(Ordering::SeqCst),
+        2
+    );
+    assert!(server.counters().goaways.load(Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test]
+async fn goaway_with_protocol_error_retires_the_connection_and_the_next_request_reconnects() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::new();
+    let response = pool
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("first");
+    body_bytes(response).await.expect("body");
+    server.goaway_with_error_all(Reason::PROTOCOL_ERROR);
+    assert!(
+        support::eventually(Duration::from_secs(5), || pool
+            .stats()
+            .total()
+            .connections_open
+            == 0)
+        .await
+    );
+
+    let response = pool
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("after the error GOAWAY");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    assert_eq!(
+        server
+            .counters()
+            .connections_accepted
+            .load(Ordering::SeqCst),
+        2
+    );
+}
+
+#[tokio::test]
+async fn max_requests_per_connection_rotates_connections_without_failing_a_request() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::builder()
+        .max_requests_per_connection(Some(10))
+        .build();
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let pool = pool.clone();
+        let url = server.url("/");
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..125 {
+                let response = pool.clone().oneshot(get(url.clone())).await?;
+                body_bytes(response).await?;
+            }
+            Ok::<_, h2pool::Error>(worker)
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("no request fails");
+    }
+    let opened = pool.stats().total().connections_opened;
+    eprintln!("1000 requests over {opened} connections");
+    assert!(
+        (90..=101).contains(&opened),
+        "{opened} connections for 1000 requests at 10 each"
+    );
+    let most = *server
+        .counters()
+        .per_connection
+        .lock()
+        .unwrap()
+        .values()
+        .max()
+        .unwrap();
+    assert!(most <= 10 + 8, "a connection served {most} requests");
+    assert_eq!(pool.stats().total().errors_total(), 0);
+}
+
+#[tokio::test]
+async fn max_connection_age_under_steady_load_fails_nothing() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::builder()
+        .max_connection_age(Some(Duration::from_millis(150)))
+        .build();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let pool = pool.clone();
+        let url = server.url("/delay/5");
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u32;
+            while tokio::time::Instant::now() < deadline {
+                let response = pool.clone().oneshot(get(url.clone())).await?;
+                body_bytes(response).await?;
+                done += 1;
+            }
+            Ok::<_, h2pool::Error>(done)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("task").expect("no request fails");
+    }
+    let opened = pool.stats().total().connections_opened;
+    eprintln!("{total} requests over {opened} connections");
+    assert!(
+        opened >= 5,
+        "connections were retired by age ({opened} opened)"
+    );
+}
+
+#[tokio::test]
+async fn drain_layer_on_its_own_stops_new_streams_after_max_requests() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let connection = Connection::handshake(tcp, &Http2Settings::default())
+        .await
+        .unwrap();
+    let service = DrainLayer::new(DrainPolicy::default().max_requests(Some(2))).layer(connection);
+
+    for _ in 0..2 {
+        let response = service
+            .clone()
+            .oneshot(get(server.url("/")))
+            .await
+            .expect("within the limit");
+        body_bytes(response).await.unwrap();
+    }
+    let mut error = service
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect_err("drained");
+    assert!(error.is_never_sent(), "{error:?}");
+    assert!(error
+        .take_request::<http::Request<http_body_util::Empty<bytes::Bytes>>>()
+        .is_some());
+    assert_eq!(service.handle().phase(), Phase::Draining);
+    assert_eq!(server.counters().requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn drain_layer_drains_when_stream_ids_near_exhaustion() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let connection = Connection::handshake(tcp, &Http2Settings::default())
+        .await
+        .unwrap();
+    // Ids 1, 3, 5, 7, 9: the fifth stream reaches the limit.
+    let service = DrainLayer::new(DrainPolicy::default().max_stream_id(9)).layer(connection);
+    for _ in 0..5 {
+        let response = service
+            .clone()
+            .oneshot(get(server.url("/")))
+            .await
+            .expect("below the limit");
+        body_bytes(response).await.unwrap();
+    }
+    let error = service
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect_err("ids exhausted");
+    assert_eq!(error.kind(), ErrorKind::ConnectionClosed);
+    assert!(error.is_never_sent());
+}
