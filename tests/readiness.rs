@@ -1,0 +1,217 @@
+//! Liveness, eviction and connect backoff.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use h2pool::connection::{Connection, HasHandle, Http2Settings, Phase};
+use h2pool::connector::TcpConnector;
+use h2pool::readiness::{KeepAlive, ReadinessLayer};
+use h2pool::{ErrorKind, Pool};
+use support::{body_bytes, get, ServerConfig, TestServer};
+use tower::{Layer, ServiceExt};
+
+#[tokio::test]
+async fn a_stalled_server_is_evicted_by_keep_alive_and_its_streams_fail_with_a_timeout() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::builder()
+        .keep_alive(Some(KeepAlive::new(
+            Duration::from_millis(200),
+            Duration::from_millis(300),
+        )))
+        .build();
+    let response = pool
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("first");
+    body_bytes(response).await.unwrap();
+
+    let in_flight = tokio::spawn(pool.clone().oneshot(get(server.url("/delay/60000"))));
+    assert!(
+        support::eventually(Duration::from_secs(5), || server
+            .counters()
+            .streams_active
+            .load(Ordering::SeqCst)
+            == 1)
+        .await
+    );
+    server.stall();
+
+    let error = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("evicted within ping interval + timeout, not a minute")
+        .expect("task")
+        .expect_err("the stream dies with its connection");
+    assert_eq!(error.kind(), ErrorKind::KeepAliveTimeout, "{error:?}");
+    assert!(error.is_timeout());
+    assert_eq!(pool.stats().total().connections_open, 0);
+
+    server.resume();
+    let response = pool
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("a new connection");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    assert_eq!(
+        server
+            .counters()
+            .connections_accepted
+            .load(Ordering::SeqCst),
+        2
+    );
+}
+
+#[tokio::test]
+async fn an_abrupt_close_is_noticed_without_waiting_for_a_request() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::new();
+    let response = pool
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("first");
+    body_bytes(response).await.unwrap();
+    assert_eq!(pool.stats().total().connections_open, 1);
+    server.close_all();
+    assert!(
+        support::eventually(Duration::from_secs(5), || pool
+            .stats()
+            .total()
+            .connections_open
+            == 0)
+        .await
+    );
+}
+
+#[derive(Clone)]
+struct CountingConnector {
+    attempts: Arc<AtomicUsize>,
+    inner: TcpConnector,
+}
+
+impl tower::Service<http::Uri> for CountingConnector {
+    type Response = tokio::net::TcpStream;
+    type Error = h2pool::BoxError;
+    type Future = <TcpConnector as tower::Service<http::Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        self.inner.call(uri)
+    }
+}
+
+#[tokio::test]
+async fn connects_to_a_closed_port_back_off_and_the_pool_recovers_when_the_server_comes_up() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let pool = Pool::builder()
+        .connector(CountingConnector {
+            attempts: attempts.clone(),
+            inner: TcpConnector::new(),
+        })
+        .connect_backoff(Duration::from_millis(50), Duration::from_millis(400))
+        .build();
+
+    let mut failures = 0;
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let error = pool
+            .clone()
+            .oneshot(get(format!("http://{addr}/")))
+            .await
+            .expect_err("nothing listens");
+        assert_eq!(error.kind(), ErrorKind::Connect, "{error:?}");
+        assert!(error.to_string().contains("could not connect"), "{error}");
+        failures += 1;
+    }
+    let tried = attempts.load(Ordering::SeqCst);
+    eprintln!("{failures} failed requests, {tried} connect attempts in 1.5 s");
+    // Waits of 25-50, 50-100, 100-200, then 200-400 ms: at most 11 attempts
+    // fit in 1.5 s. Without backoff a refused connect takes microseconds and
+    // there would be thousands.
+    assert!(tried <= 12, "{tried} connect attempts: no backoff");
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("the port again");
+    let server = TestServer::start_on(listener, ServerConfig::default());
+    let response = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match pool.clone().oneshot(get(server.url("/"))).await {
+                Ok(response) => break response,
+                Err(error) => assert!(error.is_connect(), "{error:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the pool recovers by itself");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn readiness_layer_on_its_own_rejects_dispatch_after_goaway_and_hands_the_request_back() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let connection = Connection::handshake(tcp, &Http2Settings::default())
+        .await
+        .unwrap();
+    let service = ReadinessLayer::new(None).layer(connection);
+    let response = service
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("open");
+    body_bytes(response).await.unwrap();
+
+    server.goaway_all();
+    let mut last = None;
+    for _ in 0..50 {
+        match service.clone().oneshot(get(server.url("/"))).await {
+            Ok(response) => {
+                body_bytes(response).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => {
+                last = Some(error);
+                break;
+            }
+        }
+    }
+    let error = last.expect("dispatch stops once the GOAWAY is in");
+    assert!(error.is_never_sent(), "{error:?}");
+    assert_ne!(service.handle().phase(), Phase::Open);
+}
+
+#[tokio::test]
+async fn readiness_layer_keep_alive_retires_a_silent_connection_on_its_own() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let connection = Connection::handshake(tcp, &Http2Settings::default())
+        .await
+        .unwrap();
+    let keep_alive =
+        KeepAlive::new(Duration::from_millis(100), Duration::from_millis(200)).while_idle(true);
+    let service = ReadinessLayer::new(Some(keep_alive)).layer(connection);
+    server.stall();
+    assert!(
+        support::eventually(Duration::from_secs(5), || service.handle().phase()
+            == Phase::Closed)
+        .await
+    );
+    let reason = service.handle().close_reason().expect("a reason");
+    assert_eq!(reason.kind, ErrorKind::KeepAliveTimeout);
+    server.resume();
+}
