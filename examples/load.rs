@@ -28,6 +28,9 @@
 //!   (default 0)
 //! - `--path P`: the path requested from the embedded server (default `/`;
 //!   see `tests/support/server.rs` for the routes, such as `/delay/5`)
+//! - `--faults goaway=P,refuse=P,close=P`: per-request probabilities of the
+//!   embedded server's faults: a graceful GOAWAY on the request's connection,
+//!   REFUSED_STREAM, or an abrupt TCP close
 //! - `-h`, `--help`: the usage text
 //!
 //! A request is `ok` when its response has a 2xx status and its body was read
@@ -76,6 +79,8 @@ Options:
       --max-streams N    embedded server: SETTINGS_MAX_CONCURRENT_STREAMS [default: 100]
       --delay-ms N       embedded server: wait before answering [default: 0]
       --path P           embedded server: path to request [default: /]
+      --faults SPEC      embedded server: fault probabilities per request,
+                         e.g. goaway=0.01,refuse=0.001,close=0.001
   -h, --help             print this text
 
 Exit code: 0 if every request succeeded, 1 if any failed, 2 for a usage error.";
@@ -112,6 +117,7 @@ struct EmbeddedServer {
     max_streams: u32,
     handler_delay: Duration,
     path: String,
+    faults: server::Faults,
 }
 
 /// Parses the arguments after the program name. `Err` carries a message
@@ -127,6 +133,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     let mut max_streams = None;
     let mut delay_ms = None;
     let mut path = None;
+    let mut faults = None;
 
     while let Some(arg) = args.next() {
         // Long flags may also be written `--flag=value`.
@@ -146,6 +153,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             "--max-streams" => max_streams = Some(parse_count(&flag, &value()?)?),
             "--delay-ms" => delay_ms = Some(parse_number(&flag, &value()?)?),
             "--path" => path = Some(parse_path(&value()?)?),
+            "--faults" => faults = Some(parse_faults(&value()?)?),
             "--json" => return Err("--json takes no value".to_owned()),
             other => return Err(format!("unknown argument '{other}'")),
         }
@@ -157,6 +165,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
                 ("--max-streams", max_streams.is_some()),
                 ("--delay-ms", delay_ms.is_some()),
                 ("--path", path.is_some()),
+                ("--faults", faults.is_some()),
             ];
             if let Some((flag, _)) = embedded_only.iter().find(|(_, given)| *given) {
                 return Err(format!(
@@ -169,6 +178,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             max_streams: max_streams.unwrap_or(DEFAULT_MAX_STREAMS),
             handler_delay: Duration::from_millis(delay_ms.unwrap_or(0)),
             path: path.unwrap_or_else(|| "/".to_owned()),
+            faults: faults.unwrap_or_default(),
         }),
     };
     Ok(Command::Run(Options {
@@ -177,6 +187,33 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         requests,
         json,
     }))
+}
+
+/// Parses `goaway=0.01,refuse=0.001,close=0.001`: per-request probabilities
+/// of the embedded server's faults.
+fn parse_faults(text: &str) -> Result<server::Faults, String> {
+    let mut faults = server::Faults::default();
+    for part in text.split(',').filter(|part| !part.is_empty()) {
+        let (name, probability) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--faults expects name=probability, not '{part}'"))?;
+        let probability: f64 = probability
+            .parse()
+            .ok()
+            .filter(|p: &f64| (0.0..=1.0).contains(p))
+            .ok_or_else(|| format!("--faults: '{probability}' is not a probability in 0..=1"))?;
+        match name {
+            "goaway" => faults.goaway = probability,
+            "refuse" => faults.refuse = probability,
+            "close" => faults.close = probability,
+            other => {
+                return Err(format!(
+                    "--faults: unknown fault '{other}' (known: goaway, refuse, close)"
+                ))
+            }
+        }
+    }
+    Ok(faults)
 }
 
 /// The value of `flag`: the part after `=`, or else the next argument.
@@ -502,6 +539,7 @@ async fn start_embedded(config: &EmbeddedServer) -> Result<TestServer, String> {
         ServerConfig {
             max_concurrent_streams: Some(config.max_streams),
             handler_delay: config.handler_delay,
+            faults: config.faults,
             ..ServerConfig::default()
         },
     ))
