@@ -219,3 +219,12 @@ async fn one_pool_serves_many_origins_and_reports_each() {
     assert_eq!(first_stats.connections_open, 1);
     assert_eq!(stats.total().requests, 3);
 }
+
+#[test]
+fn pool_and_origin_service_are_clone_send_sync_and_errors_box() {
+    fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+    fn boxable<E: Into<h2pool::BoxError>>() {}
+    clone_send_sync::<Pool>();
+    clone_send_sync::<h2pool::OriginService>();
+    boxable::<h2pool::Error>();
+}
