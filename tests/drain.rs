@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use h2::Reason;
-use h2pool::connection::{Connection, HasHandle, Http2Settings, Phase};
+use h2pool::connection::{HasHandle, Phase};
 use h2pool::drain::{DrainLayer, DrainPolicy};
 use h2pool::{Delivery, ErrorKind, Pool};
 use support::{body_bytes, get, get_with_id, ServerConfig, TestServer};
@@ -194,10 +194,7 @@ async fn max_connection_age_under_steady_load_fails_nothing() {
 #[tokio::test]
 async fn drain_layer_on_its_own_stops_new_streams_after_max_requests() {
     let server = TestServer::start(ServerConfig::default()).await;
-    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    let connection = Connection::handshake(tcp, &Http2Settings::default())
-        .await
-        .unwrap();
+    let connection = support::bare_connection(&server).await;
     let service = DrainLayer::new(DrainPolicy::default().max_requests(Some(2))).layer(connection);
 
     for _ in 0..2 {
@@ -224,10 +221,7 @@ async fn drain_layer_on_its_own_stops_new_streams_after_max_requests() {
 #[tokio::test]
 async fn drain_layer_drains_when_stream_ids_near_exhaustion() {
     let server = TestServer::start(ServerConfig::default()).await;
-    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    let connection = Connection::handshake(tcp, &Http2Settings::default())
-        .await
-        .unwrap();
+    let connection = support::bare_connection(&server).await;
     // Ids 1, 3, 5, 7, 9: the fifth stream reaches the limit.
     let service = DrainLayer::new(DrainPolicy::default().max_stream_id(9)).layer(connection);
     for _ in 0..5 {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use h2pool::connection::{Connection, HasHandle, Http2Settings, Phase};
+use h2pool::connection::{HasHandle, Phase};
 use h2pool::connector::TcpConnector;
 use h2pool::readiness::{KeepAlive, ReadinessLayer};
 use h2pool::{ErrorKind, Pool};
@@ -164,10 +164,7 @@ async fn connects_to_a_closed_port_back_off_and_the_pool_recovers_when_the_serve
 #[tokio::test]
 async fn readiness_layer_on_its_own_rejects_dispatch_after_goaway_and_hands_the_request_back() {
     let server = TestServer::start(ServerConfig::default()).await;
-    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    let connection = Connection::handshake(tcp, &Http2Settings::default())
-        .await
-        .unwrap();
+    let connection = support::bare_connection(&server).await;
     let service = ReadinessLayer::new(None).layer(connection);
     let response = service
         .clone()
@@ -198,10 +195,7 @@ async fn readiness_layer_on_its_own_rejects_dispatch_after_goaway_and_hands_the_
 #[tokio::test]
 async fn readiness_layer_keep_alive_retires_a_silent_connection_on_its_own() {
     let server = TestServer::start(ServerConfig::default()).await;
-    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    let connection = Connection::handshake(tcp, &Http2Settings::default())
-        .await
-        .unwrap();
+    let connection = support::bare_connection(&server).await;
     let keep_alive =
         KeepAlive::new(Duration::from_millis(100), Duration::from_millis(200)).while_idle(true);
     let service = ReadinessLayer::new(Some(keep_alive)).layer(connection);

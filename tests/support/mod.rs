@@ -49,3 +49,13 @@ pub fn get(url: String) -> http::Request<http_body_util::Empty<Bytes>> {
         .body(http_body_util::Empty::new())
         .expect("valid request")
 }
+
+/// A bare `Connection` to the test server, outside any pool.
+pub async fn bare_connection(server: &TestServer) -> h2pool::connection::Connection {
+    let tcp = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connect to the test server");
+    h2pool::connection::Connection::handshake(tcp, &h2pool::connection::Http2Settings::default())
+        .await
+        .expect("HTTP/2 handshake with the test server")
+}
