@@ -10,8 +10,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use h2pool::{ErrorKind, Pool};
 use http_body::Frame;
-use http_body_util::{BodyExt, Empty, StreamBody};
-use support::{body_bytes, ServerConfig, TestServer};
+use http_body_util::{BodyExt, StreamBody};
+use support::{body_bytes, get, ServerConfig, TestServer};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
@@ -148,13 +148,7 @@ async fn dropping_the_response_future_resets_the_stream_and_frees_the_slot() {
     })
     .await;
     let pool = Pool::builder().max_connections_per_origin(1).build();
-    let slow = tokio::spawn(
-        pool.clone().oneshot(
-            http::Request::get(server.url("/delay/60000"))
-                .body(Empty::<Bytes>::new())
-                .unwrap(),
-        ),
-    );
+    let slow = tokio::spawn(pool.clone().oneshot(get(server.url("/delay/60000"))));
     assert!(
         support::eventually(Duration::from_secs(5), || server
             .counters()
@@ -170,23 +164,13 @@ async fn dropping_the_response_future_resets_the_stream_and_frees_the_slot() {
     // server's too (it allows one stream), or this waits a minute.
     let response = tokio::time::timeout(
         Duration::from_secs(10),
-        pool.clone().oneshot(
-            http::Request::get(server.url("/"))
-                .body(Empty::<Bytes>::new())
-                .unwrap(),
-        ),
+        pool.clone().oneshot(get(server.url("/"))),
     )
     .await
     .expect("the slot was freed")
     .expect("response");
     assert_eq!(body_bytes(response).await.unwrap(), "ok");
-    assert_eq!(
-        server
-            .counters()
-            .connections_accepted
-            .load(Ordering::SeqCst),
-        1
-    );
+    assert_eq!(server.connections_accepted(), 1);
 }
 
 #[tokio::test]
@@ -199,11 +183,7 @@ async fn dropping_the_response_body_resets_the_stream_and_frees_the_slot() {
     let pool = Pool::builder().max_connections_per_origin(1).build();
     let response = pool
         .clone()
-        .oneshot(
-            http::Request::get(server.url("/download/1073741824"))
-                .body(Empty::<Bytes>::new())
-                .unwrap(),
-        )
+        .oneshot(get(server.url("/download/1073741824")))
         .await
         .expect("response");
     let mut body = response.into_body();
@@ -214,11 +194,7 @@ async fn dropping_the_response_body_resets_the_stream_and_frees_the_slot() {
 
     let response = tokio::time::timeout(
         Duration::from_secs(10),
-        pool.clone().oneshot(
-            http::Request::get(server.url("/"))
-                .body(Empty::<Bytes>::new())
-                .unwrap(),
-        ),
+        pool.clone().oneshot(get(server.url("/"))),
     )
     .await
     .expect("the slot was freed")
@@ -253,11 +229,7 @@ async fn a_request_body_error_resets_the_stream_and_is_reported_as_such() {
     assert_eq!(source.to_string(), "disk on fire");
     // The connection survives a failed stream.
     let response = pool
-        .oneshot(
-            http::Request::get(server.url("/"))
-                .body(Empty::<Bytes>::new())
-                .unwrap(),
-        )
+        .oneshot(get(server.url("/")))
         .await
         .expect("next request");
     assert_eq!(body_bytes(response).await.unwrap(), "ok");
@@ -271,11 +243,7 @@ async fn a_slow_reader_slows_the_server_instead_of_buffering() {
         .initial_connection_window_size(64 * 1024)
         .build();
     let response = pool
-        .oneshot(
-            http::Request::get(server.url("/download/104857600"))
-                .body(Empty::<Bytes>::new())
-                .unwrap(),
-        )
+        .oneshot(get(server.url("/download/104857600")))
         .await
         .expect("response");
     let mut body = response.into_body();

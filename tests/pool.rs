@@ -10,14 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use h2pool::Pool;
 use http_body_util::Empty;
-use support::{body_bytes, ServerConfig, TestServer};
+use support::{body_bytes, get, ServerConfig, TestServer};
 use tower::{Service, ServiceExt};
-
-fn get(url: String) -> http::Request<Empty<Bytes>> {
-    http::Request::get(url)
-        .body(Empty::new())
-        .expect("valid request")
-}
 
 async fn run_concurrently(
     pool: &Pool,
@@ -60,13 +54,7 @@ async fn sixty_four_slow_requests_open_exactly_as_many_connections_as_the_stream
     let served_by = run_concurrently(&pool, &server, "/", 64).await;
 
     assert_eq!(served_by.len(), 64);
-    assert_eq!(
-        server
-            .counters()
-            .connections_accepted
-            .load(Ordering::SeqCst),
-        8
-    );
+    assert_eq!(server.connections_accepted(), 8);
     assert!(server.counters().max_streams_active.load(Ordering::SeqCst) <= 64);
     let stats = pool.stats().total();
     assert_eq!(stats.connections_opened, 8);
@@ -87,13 +75,7 @@ async fn with_two_connections_allowed_the_rest_queue_and_all_succeed() {
     let served_by = run_concurrently(&pool, &server, "/", 64).await;
 
     assert_eq!(served_by.len(), 64);
-    assert_eq!(
-        server
-            .counters()
-            .connections_accepted
-            .load(Ordering::SeqCst),
-        2
-    );
+    assert_eq!(server.connections_accepted(), 2);
     // Never more streams at once than two connections of eight allow.
     assert!(server.counters().max_streams_active.load(Ordering::SeqCst) <= 16);
 }
@@ -108,13 +90,7 @@ async fn each_request_goes_to_the_least_loaded_connection() {
     let pool = Pool::builder().max_connections_per_origin(2).build();
     // Fill both connections, so both exist.
     run_concurrently(&pool, &server, "/delay/200", 8).await;
-    assert_eq!(
-        server
-            .counters()
-            .connections_accepted
-            .load(Ordering::SeqCst),
-        2
-    );
+    assert_eq!(server.connections_accepted(), 2);
 
     // One slow request loads one connection; the next must go to the other.
     let slow = tokio::spawn({
@@ -188,13 +164,7 @@ async fn origin_service_is_pending_while_every_slot_is_taken_and_ready_when_one_
     let third_response = third.call(get("/".into())).await.expect("third");
     assert_eq!(body_bytes(third_response).await.unwrap(), "ok");
     second_response.await.expect("second");
-    assert_eq!(
-        server
-            .counters()
-            .connections_accepted
-            .load(Ordering::SeqCst),
-        1
-    );
+    assert_eq!(server.connections_accepted(), 1);
 }
 
 #[tokio::test]

@@ -163,6 +163,14 @@ impl TestServer {
         &self.shared.counters
     }
 
+    /// Connections the server has accepted so far.
+    pub fn connections_accepted(&self) -> u64 {
+        self.shared
+            .counters
+            .connections_accepted
+            .load(Ordering::SeqCst)
+    }
+
     /// Sends a graceful GOAWAY on every open connection (h2's two-step:
     /// last_stream_id 2^31-1 first, then the real one after a PING).
     pub fn goaway_all(&self) {
