@@ -166,6 +166,11 @@ impl OriginPool {
         &self.key
     }
 
+    /// `scheme://authority/`, as the connector gets it.
+    pub(crate) fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
     /// Gets a connection with a reserved stream slot: the least-loaded open
     /// one, or a new one if all are full and the origin may have more.
     ///

@@ -185,13 +185,7 @@ pub struct OriginService {
 impl OriginService {
     /// `scheme://authority/` of the origin this service sends to.
     pub fn uri(&self) -> Uri {
-        let key = self.origin.key();
-        Uri::builder()
-            .scheme(key.scheme().clone())
-            .authority(key.authority().clone())
-            .path_and_query("/")
-            .build()
-            .unwrap_or_default()
+        self.origin.uri().clone()
     }
 
     /// Points a path-only request URI at this origin.
