@@ -14,6 +14,7 @@ pub mod drain;
 mod error;
 pub mod pool;
 pub mod readiness;
+pub mod replay;
 
 pub use self::body::Body;
 pub use self::error::{BoxError, Delivery, Error, ErrorKind};

@@ -10,6 +10,7 @@ use crate::connector::{self, Io, TcpConnector};
 use crate::drain::DrainPolicy;
 use crate::error::BoxError;
 use crate::readiness::KeepAlive;
+use crate::replay::ReplayLayer;
 
 /// Configures a [`Pool`]. Every setting has a documented default.
 ///
@@ -28,6 +29,7 @@ use crate::readiness::KeepAlive;
 pub struct Builder {
     config: Config,
     connector: Option<connector::BoxedConnector>,
+    replay: ReplayLayer,
 }
 
 impl Builder {
@@ -35,6 +37,7 @@ impl Builder {
         Builder {
             config: Config::default(),
             connector: None,
+            replay: ReplayLayer::new(),
         }
     }
 
@@ -165,11 +168,28 @@ impl Builder {
         self
     }
 
+    /// How requests the server did not process are sent again (see
+    /// [`replay`](crate::replay)); `None` turns replays off, so every
+    /// failure reaches the caller. Default: [`ReplayLayer::new()`].
+    ///
+    /// ```
+    /// use h2pool::replay::ReplayLayer;
+    ///
+    /// let pool = h2pool::Pool::builder()
+    ///     .replay(Some(ReplayLayer::new().max_attempts(3).buffer_limit(1024 * 1024)))
+    ///     .build();
+    /// # drop(pool);
+    /// ```
+    pub fn replay(mut self, replay: Option<ReplayLayer>) -> Self {
+        self.replay = replay.unwrap_or_else(|| ReplayLayer::new().max_attempts(1));
+        self
+    }
+
     /// Builds the pool.
     pub fn build(self) -> Pool {
         let connector = self
             .connector
             .unwrap_or_else(|| connector::boxed(TcpConnector::new()));
-        Pool::from_parts(self.config, connector)
+        Pool::from_parts(self.config, connector, self.replay)
     }
 }

@@ -13,6 +13,7 @@
 
 mod builder;
 mod config;
+mod dispatch;
 mod future;
 mod origin;
 mod service;

@@ -4,21 +4,23 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Buf;
-use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body::Body as HttpBody;
+use tower_layer::Layer;
 use tower_service::Service;
 
 use super::builder::Builder;
 use super::config::Config;
+use super::dispatch::{Dispatch, OriginDispatch};
 use super::future::ResponseFuture;
-use super::origin::{OriginKey, OriginPool, PooledConnection, Waiter};
+use super::origin::{OriginKey, OriginPool};
 use super::stats::PoolStats;
 use crate::body::Body;
 use crate::connection::lock;
 use crate::connector::BoxedConnector;
-use crate::error::{BoxError, Delivery, Error, ErrorKind};
+use crate::error::{BoxError, Error};
 use crate::readiness::ReadinessLayer;
+use crate::replay::{Replay, ReplayLayer};
 
 /// A pool of HTTP/2 connections, keyed by origin, as a tower [`Service`].
 ///
@@ -49,13 +51,17 @@ use crate::readiness::ReadinessLayer;
 #[derive(Clone)]
 pub struct Pool {
     shared: Arc<Shared>,
+    service: Replay<Dispatch>,
 }
 
-struct Shared {
-    config: Arc<Config>,
+/// What every clone of a pool, and its origin services, share.
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
     connector: BoxedConnector,
     // One for all origins, so a server's "too_many_pings" slows them all.
     readiness: ReadinessLayer,
+    // One for all origins, so one budget bounds the pool's replays.
+    replay: ReplayLayer,
     origins: Mutex<HashMap<OriginKey, Arc<OriginPool>>>,
 }
 
@@ -70,15 +76,20 @@ impl Pool {
         Builder::new()
     }
 
-    pub(crate) fn from_parts(config: Config, connector: BoxedConnector) -> Pool {
-        Pool {
-            shared: Arc::new(Shared {
-                readiness: ReadinessLayer::new(config.keep_alive.clone()),
-                config: Arc::new(config),
-                connector,
-                origins: Mutex::new(HashMap::new()),
-            }),
-        }
+    pub(crate) fn from_parts(
+        config: Config,
+        connector: BoxedConnector,
+        replay: ReplayLayer,
+    ) -> Pool {
+        let shared = Arc::new(Shared {
+            readiness: ReadinessLayer::new(config.keep_alive.clone()),
+            config: Arc::new(config),
+            connector,
+            replay,
+            origins: Mutex::new(HashMap::new()),
+        });
+        let service = shared.replay.layer(Dispatch::AnyOrigin(shared.clone()));
+        Pool { shared, service }
     }
 
     /// A service for one origin, sharing this pool's connections.
@@ -96,34 +107,37 @@ impl Pool {
     /// # Ok(()) }
     /// ```
     pub fn origin(&self, uri: Uri) -> Result<OriginService, Error> {
-        let origin = self.origin_pool(&uri)?;
-        Ok(OriginService {
-            origin,
-            ready: None,
-            failed: None,
-            waiter: Waiter::default(),
-        })
+        let origin = self.shared.origin_pool(&uri)?;
+        let service = self
+            .shared
+            .replay
+            .layer(Dispatch::Origin(OriginDispatch::new(origin.clone())));
+        Ok(OriginService { origin, service })
     }
 
-    /// A snapshot of connections, streams, requests and errors per origin.
+    /// A snapshot of connections, streams, requests and errors per origin,
+    /// and of replays.
     pub fn stats(&self) -> PoolStats {
         let origins = lock(&self.shared.origins);
         PoolStats {
             origins: origins.values().map(|origin| origin.stats()).collect(),
+            replay: self.shared.replay.stats(),
         }
     }
+}
 
-    fn origin_pool(&self, uri: &Uri) -> Result<Arc<OriginPool>, Error> {
+impl Shared {
+    pub(crate) fn origin_pool(&self, uri: &Uri) -> Result<Arc<OriginPool>, Error> {
         let key = OriginKey::from_uri(uri)?;
-        let mut origins = lock(&self.shared.origins);
+        let mut origins = lock(&self.origins);
         if let Some(origin) = origins.get(&key) {
             return Ok(origin.clone());
         }
         let origin = OriginPool::new(
             key.clone(),
-            self.shared.config.clone(),
-            self.shared.connector.clone(),
-            self.shared.readiness.clone(),
+            self.config.clone(),
+            self.connector.clone(),
+            self.readiness.clone(),
         )?;
         origins.insert(key, origin.clone());
         Ok(origin)
@@ -159,12 +173,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        match self.origin_pool(request.uri()) {
-            Ok(origin) => {
-                ResponseFuture::acquiring(origin, request, self.shared.config.pending_timeout)
-            }
-            Err(error) => ResponseFuture::failed(error.with_request(request)),
-        }
+        ResponseFuture::new(self.service.call(request))
     }
 }
 
@@ -175,11 +184,10 @@ where
 /// may have another) and is `Pending` while none can be had, so tower's
 /// `Buffer`, `ConcurrencyLimit` and `Balance` see the real capacity. A failed
 /// connect does not fail `poll_ready`: the next `call` returns the error.
+#[derive(Clone)]
 pub struct OriginService {
     origin: Arc<OriginPool>,
-    ready: Option<PooledConnection>,
-    failed: Option<Error>,
-    waiter: Waiter,
+    service: Replay<Dispatch>,
 }
 
 impl OriginService {
@@ -187,48 +195,13 @@ impl OriginService {
     pub fn uri(&self) -> Uri {
         self.origin.uri().clone()
     }
-
-    /// Points a path-only request URI at this origin.
-    fn complete_uri<B>(&self, request: &mut Request<B>) -> Result<(), Error> {
-        let uri = request.uri();
-        if uri.scheme().is_some() && uri.authority().is_some() {
-            return Ok(());
-        }
-        let key = self.origin.key();
-        let path = uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let complete = Uri::builder()
-            .scheme(key.scheme().clone())
-            .authority(key.authority().clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|error| {
-                Error::new(ErrorKind::InvalidUri, Delivery::NeverSent).with_source(error)
-            })?;
-        *request.uri_mut() = complete;
-        Ok(())
-    }
-}
-
-impl Clone for OriginService {
-    fn clone(&self) -> Self {
-        OriginService {
-            origin: self.origin.clone(),
-            ready: None,
-            failed: None,
-            waiter: Waiter::default(),
-        }
-    }
 }
 
 impl fmt::Debug for OriginService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OriginService")
             .field("origin", &self.origin.key().to_string())
-            .field("ready", &self.ready.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -243,36 +216,10 @@ where
     type Future = ResponseFuture<B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.ready.is_some() || self.failed.is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        match self.origin.poll_acquire::<B>(cx, &mut self.waiter, false) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(outcome) => {
-                self.waiter = Waiter::default();
-                match outcome {
-                    Ok(connection) => self.ready = Some(connection),
-                    Err(error) => self.failed = Some(error),
-                }
-                Poll::Ready(Ok(()))
-            }
-        }
+        Service::<Request<B>>::poll_ready(&mut self.service, cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if let Some(error) = self.failed.take() {
-            self.origin.record_error(error.kind());
-            return ResponseFuture::failed(error.with_request(request));
-        }
-        let Some(mut connection) = self.ready.take() else {
-            return ResponseFuture::failed(
-                Error::new(ErrorKind::NotReady, Delivery::NeverSent).with_request(request),
-            );
-        };
-        if let Err(error) = self.complete_uri(&mut request) {
-            return ResponseFuture::failed(error.with_request(request));
-        }
-        let response = Service::call(&mut connection, request);
-        ResponseFuture::sending(self.origin.clone(), response)
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        ResponseFuture::new(self.service.call(request))
     }
 }

@@ -1,11 +1,15 @@
 use crate::error::ErrorKind;
+use crate::replay::ReplayStats;
 
-/// A snapshot of a [`Pool`](super::Pool): one entry per origin it has served.
+/// A snapshot of a [`Pool`](super::Pool): one entry per origin it has
+/// served, and what its replay layer did.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct PoolStats {
     /// Per-origin figures, in no particular order.
     pub origins: Vec<OriginStats>,
+    /// Replays of requests the servers did not process, over all origins.
+    pub replay: ReplayStats,
 }
 
 impl PoolStats {
@@ -58,9 +62,10 @@ pub struct OriginStats {
     pub streams_in_flight: usize,
     /// Requests waiting for a stream slot now.
     pub requests_waiting: usize,
-    /// Requests started since the pool started.
+    /// Attempts started since the pool started (a replay is one more).
     pub requests: u64,
-    /// Requests that failed, by kind (kinds with no failure are left out).
+    /// Attempts that failed, by kind (kinds with no failure are left out).
+    /// A failed attempt that was then replayed counts here too.
     pub errors: Vec<(ErrorKind, u64)>,
 }
 

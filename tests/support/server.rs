@@ -13,6 +13,11 @@
 //! - `/upload`: reads the whole body and answers with its length
 //! - `/refuse`: RST_STREAM(REFUSED_STREAM) before any processing
 //! - `/refuse-after-body`: reads the whole body, then REFUSED_STREAM
+//! - `/refuse-first/{n}`: REFUSED_STREAM for the first `n` arrivals of the
+//!   request's `x-request-id`, then 200 `ok`
+//! - `/refuse-after/{bytes}/{n}`: reads `bytes` of the body (or all of it),
+//!   then REFUSED_STREAM for the first `n` arrivals of the request id; after
+//!   that reads it all and answers `{length} {fnv1a64 as hex}`
 //! - `/reset`: RST_STREAM(INTERNAL_ERROR) after processing
 //! - `/close`: drops the TCP connection abruptly after processing
 #![allow(dead_code)]
@@ -88,6 +93,8 @@ pub struct Counters {
     pub closes: AtomicU64,
     /// How often each `x-request-id` reached a handler that processed it.
     pub ledger: Mutex<HashMap<String, u64>>,
+    /// How often each `x-request-id` reached the server at all, refusals included.
+    pub arrivals: Mutex<HashMap<String, u64>>,
     /// Requests served per connection id.
     pub per_connection: Mutex<HashMap<u64, u64>>,
 }
@@ -214,6 +221,12 @@ impl TestServer {
         let ledger = self.shared.counters.ledger.lock().expect("ledger lock");
         ledger.get(id).copied().unwrap_or(0)
     }
+
+    /// How often a request id reached the server at all, refusals included.
+    pub fn times_seen(&self, id: &str) -> u64 {
+        let arrivals = self.shared.counters.arrivals.lock().expect("arrivals lock");
+        arrivals.get(id).copied().unwrap_or(0)
+    }
 }
 
 impl Drop for TestServer {
@@ -328,7 +341,51 @@ async fn handle(
         .fetch_max(active, Ordering::SeqCst);
     let _active = Decrement(&counters.streams_active);
 
-    let path = request.uri().path().to_owned();
+    let (head, mut body) = request.into_parts();
+    let path = head.uri.path().to_owned();
+    let request_id = head
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let arrival = match &request_id {
+        Some(id) => {
+            let mut arrivals = counters.arrivals.lock().expect("arrivals lock");
+            let count = arrivals.entry(id.clone()).or_insert(0);
+            *count += 1;
+            *count
+        }
+        None => 1,
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let ["refuse-first", times] = segments.as_slice() {
+        if arrival <= times.parse().unwrap_or(0) {
+            counters.refused.fetch_add(1, Ordering::SeqCst);
+            respond.send_reset(Reason::REFUSED_STREAM);
+            return;
+        }
+    }
+    let mut body_read = None;
+    if let ["refuse-after", bytes, times] = segments.as_slice() {
+        let mut checksum = Fnv1a64::new();
+        let threshold: u64 = bytes.parse().unwrap_or(0);
+        while checksum.length < threshold {
+            match body.data().await {
+                Some(Ok(chunk)) => {
+                    checksum.update(&chunk);
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+                Some(Err(_)) => return,
+                None => break,
+            }
+        }
+        if arrival <= times.parse().unwrap_or(0) {
+            counters.refused.fetch_add(1, Ordering::SeqCst);
+            respond.send_reset(Reason::REFUSED_STREAM);
+            return;
+        }
+        body_read = Some(checksum);
+    }
     let faults = shared.config.faults;
     if path == "/refuse" || roll(&shared, faults.refuse) {
         counters.refused.fetch_add(1, Ordering::SeqCst);
@@ -336,20 +393,16 @@ async fn handle(
         return;
     }
     if path == "/refuse-after-body" {
-        let _ = read_all(request.into_body()).await;
+        let _ = read_all(body).await;
         counters.refused.fetch_add(1, Ordering::SeqCst);
         respond.send_reset(Reason::REFUSED_STREAM);
         return;
     }
 
     // From here on the request counts as processed.
-    if let Some(id) = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(id) = request_id {
         let mut ledger = counters.ledger.lock().expect("ledger lock");
-        *ledger.entry(id.to_owned()).or_insert(0) += 1;
+        *ledger.entry(id).or_insert(0) += 1;
     }
     *counters
         .per_connection
@@ -371,9 +424,17 @@ async fn handle(
         return;
     }
 
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let body = request.into_body();
     match segments.as_slice() {
+        ["refuse-after", ..] => {
+            let mut checksum = body_read.unwrap_or_else(Fnv1a64::new);
+            while let Some(chunk) = body.data().await {
+                let Ok(chunk) = chunk else { return };
+                checksum.update(&chunk);
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            let answer = format!("{} {:016x}", checksum.length, checksum.hash);
+            send_text(&mut respond, connection_id, &answer);
+        }
         ["delay", ms] => {
             let ms: u64 = ms.parse().unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -399,6 +460,38 @@ async fn handle(
             let _ = drain(body).await;
             send_text(&mut respond, connection_id, "ok");
         }
+    }
+}
+
+/// FNV-1a, 64 bit: a checksum for "the same bytes arrived", computed as
+/// they stream in.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv1a64 {
+    pub hash: u64,
+    pub length: u64,
+}
+
+impl Fnv1a64 {
+    pub fn new() -> Self {
+        Fnv1a64 {
+            hash: 0xcbf2_9ce4_8422_2325,
+            length: 0,
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.hash ^= u64::from(*byte);
+            self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.length += bytes.len() as u64;
+    }
+
+    /// The answer `/refuse-after` gives for these bytes.
+    pub fn answer(bytes: &[u8]) -> String {
+        let mut checksum = Fnv1a64::new();
+        checksum.update(bytes);
+        format!("{} {:016x}", checksum.length, checksum.hash)
     }
 }
 

@@ -1,0 +1,304 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Buf;
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
+use http_body::Body as HttpBody;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use super::origin::{OriginPool, PooledConnection, Waiter};
+use super::service::Shared;
+use crate::body::Body;
+use crate::connection;
+use crate::error::{BoxError, Delivery, Error, ErrorKind};
+
+/// The pool's services below the replay layer: one attempt of a request.
+#[derive(Clone)]
+pub(crate) enum Dispatch {
+    /// Any origin, found from each request's URI; always ready.
+    AnyOrigin(Arc<Shared>),
+    /// One origin, with an honest `poll_ready`.
+    Origin(OriginDispatch),
+}
+
+impl<B> Service<Request<B>> for Dispatch
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Buf + Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = DispatchFuture<B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        match self {
+            Dispatch::AnyOrigin(_) => Poll::Ready(Ok(())),
+            Dispatch::Origin(origin) => origin.poll_ready::<B>(cx),
+        }
+    }
+
+    fn call(&mut self, request: Request<B>) -> DispatchFuture<B> {
+        match self {
+            Dispatch::AnyOrigin(shared) => match shared.origin_pool(request.uri()) {
+                Ok(origin) => {
+                    DispatchFuture::acquiring(origin, request, shared.config.pending_timeout)
+                }
+                Err(error) => DispatchFuture::failed(error.with_request(request)),
+            },
+            Dispatch::Origin(origin) => origin.call(request),
+        }
+    }
+}
+
+/// One origin's connections, reserving a stream slot in `poll_ready`.
+pub(crate) struct OriginDispatch {
+    origin: Arc<OriginPool>,
+    ready: Option<PooledConnection>,
+    failed: Option<Error>,
+    waiter: Waiter,
+}
+
+impl OriginDispatch {
+    pub(crate) fn new(origin: Arc<OriginPool>) -> Self {
+        OriginDispatch {
+            origin,
+            ready: None,
+            failed: None,
+            waiter: Waiter::default(),
+        }
+    }
+
+    fn poll_ready<B>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>>
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        if self.ready.is_some() || self.failed.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match self.origin.poll_acquire::<B>(cx, &mut self.waiter, false) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(outcome) => {
+                self.waiter = Waiter::default();
+                match outcome {
+                    Ok(connection) => self.ready = Some(connection),
+                    // A failed connect is the next call's error, not poll_ready's.
+                    Err(error) => self.failed = Some(error),
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    fn call<B>(&mut self, mut request: Request<B>) -> DispatchFuture<B>
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        if let Some(error) = self.failed.take() {
+            self.origin.record_error(error.kind());
+            return DispatchFuture::failed(error.with_request(request));
+        }
+        let Some(mut connection) = self.ready.take() else {
+            return DispatchFuture::failed(
+                Error::new(ErrorKind::NotReady, Delivery::NeverSent).with_request(request),
+            );
+        };
+        if let Err(error) = self.complete_uri(&mut request) {
+            return DispatchFuture::failed(error.with_request(request));
+        }
+        let response = Service::call(&mut connection, request);
+        DispatchFuture::sending(self.origin.clone(), response)
+    }
+
+    /// Points a path-only request URI at this origin.
+    fn complete_uri<B>(&self, request: &mut Request<B>) -> Result<(), Error> {
+        let uri = request.uri();
+        if uri.scheme().is_some() && uri.authority().is_some() {
+            return Ok(());
+        }
+        let key = self.origin.key();
+        let path = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let complete = Uri::builder()
+            .scheme(key.scheme().clone())
+            .authority(key.authority().clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|error| {
+                Error::new(ErrorKind::InvalidUri, Delivery::NeverSent).with_source(error)
+            })?;
+        *request.uri_mut() = complete;
+        Ok(())
+    }
+}
+
+impl Clone for OriginDispatch {
+    /// A clone reserves its own slot: it starts out not ready.
+    fn clone(&self) -> Self {
+        OriginDispatch::new(self.origin.clone())
+    }
+}
+
+/// The future of one attempt: it waits for a stream slot (bounded by the
+/// pool's pending timeout), then for the response headers. Dropping it gives
+/// up the wait, or resets the stream with CANCEL.
+pub(crate) struct DispatchFuture<B> {
+    state: State<B>,
+}
+
+enum State<B> {
+    Acquiring {
+        origin: Arc<OriginPool>,
+        request: Option<Request<B>>,
+        waiter: Waiter,
+        pending_timeout: Option<Duration>,
+        deadline: Option<Pin<Box<Sleep>>>,
+    },
+    Sending {
+        origin: Arc<OriginPool>,
+        response: connection::ResponseFuture,
+    },
+    Failed(Option<Error>),
+}
+
+// The request body is moved, never pinned, so the future can move freely
+// whatever the body type.
+impl<B> Unpin for DispatchFuture<B> {}
+
+impl<B> DispatchFuture<B> {
+    pub(crate) fn acquiring(
+        origin: Arc<OriginPool>,
+        request: Request<B>,
+        pending_timeout: Option<Duration>,
+    ) -> Self {
+        origin.record_request();
+        DispatchFuture {
+            state: State::Acquiring {
+                origin,
+                request: Some(request),
+                waiter: Waiter::default(),
+                pending_timeout,
+                deadline: None,
+            },
+        }
+    }
+
+    pub(crate) fn sending(origin: Arc<OriginPool>, response: connection::ResponseFuture) -> Self {
+        origin.record_request();
+        DispatchFuture {
+            state: State::Sending { origin, response },
+        }
+    }
+
+    pub(crate) fn failed(error: Error) -> Self {
+        DispatchFuture {
+            state: State::Failed(Some(error)),
+        }
+    }
+}
+
+impl<B> Future for DispatchFuture<B>
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Buf + Send,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<Body>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                State::Acquiring {
+                    origin,
+                    request,
+                    waiter,
+                    pending_timeout,
+                    deadline,
+                } => {
+                    let outcome = match origin.poll_acquire::<B>(cx, waiter, true) {
+                        Poll::Ready(outcome) => outcome,
+                        Poll::Pending => match pending_timeout {
+                            None => return Poll::Pending,
+                            Some(timeout) => {
+                                let timeout = *timeout;
+                                let sleep = deadline
+                                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                                match sleep.as_mut().poll(cx) {
+                                    Poll::Pending => return Poll::Pending,
+                                    Poll::Ready(()) => Err(Error::new(
+                                        ErrorKind::PendingTimeout,
+                                        Delivery::NeverSent,
+                                    )
+                                    .with_detail(format!(
+                                        "waited {timeout:?} for {}",
+                                        origin.key()
+                                    ))),
+                                }
+                            }
+                        },
+                    };
+                    let Some(request) = request.take() else {
+                        this.state = State::Failed(None);
+                        continue;
+                    };
+                    match outcome {
+                        Ok(mut connection) => {
+                            let response = Service::call(&mut connection, request);
+                            let origin = origin.clone();
+                            this.state = State::Sending { origin, response };
+                        }
+                        Err(error) => {
+                            origin.record_error(error.kind());
+                            this.state = State::Failed(None);
+                            return Poll::Ready(Err(error.with_request(request)));
+                        }
+                    }
+                }
+                State::Sending { origin, response } => {
+                    let outcome = match Pin::new(response).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(outcome) => outcome,
+                    };
+                    if let Err(error) = &outcome {
+                        origin.record_error(error.kind());
+                    }
+                    this.state = State::Failed(None);
+                    return Poll::Ready(outcome);
+                }
+                State::Failed(error) => {
+                    return Poll::Ready(Err(error.take().unwrap_or_else(|| {
+                        Error::new(ErrorKind::NotReady, Delivery::NeverSent)
+                            .with_detail("response future polled after completion")
+                    })))
+                }
+            }
+        }
+    }
+}
+
+impl<B> fmt::Debug for DispatchFuture<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Acquiring { .. } => "waiting for a stream slot",
+            State::Sending { .. } => "waiting for response headers",
+            State::Failed(Some(_)) => "failed",
+            State::Failed(None) => "done",
+        };
+        f.debug_struct("DispatchFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

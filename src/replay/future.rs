@@ -1,0 +1,236 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::request::Parts;
+use http::{Method, Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::body::ReplayBody;
+use super::classify::Classify;
+use super::layer::Policy;
+use super::stats::Counters;
+use crate::error::Delivery;
+
+/// How many attempts a response took, in its extensions when it took more
+/// than one.
+///
+/// ```
+/// use h2pool::replay::Attempts;
+///
+/// let response = http::Response::new(());
+/// assert_eq!(Attempts::of(&response), 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Attempts(pub u32);
+
+impl Attempts {
+    /// The attempts `response` took: 1 unless the replay layer says more.
+    pub fn of<B>(response: &Response<B>) -> u32 {
+        response
+            .extensions()
+            .get::<Attempts>()
+            .map_or(1, |attempts| attempts.0)
+    }
+}
+
+pin_project! {
+    /// The response future of [`Replay`](super::Replay).
+    pub struct ResponseFuture<S, B, C>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        #[pin]
+        attempt: Attempt<S::Future>,
+        policy: Arc<Policy<C>>,
+        // `None` when replays are off.
+        replay: Option<ReplayState<S, B>>,
+        attempts: u32,
+    }
+}
+
+struct ReplayState<S, B> {
+    // A clone of the inner service, for the attempts after the first.
+    service: S,
+    head: Parts,
+    body: ReplayBody<B>,
+    // The next attempt, while the service gets ready for it.
+    next: Option<Request<ReplayBody<B>>>,
+}
+
+pin_project! {
+    #[project = AttemptProj]
+    enum Attempt<F> {
+        Sending { #[pin] future: F },
+        GettingReady,
+    }
+}
+
+impl<S, B, C> ResponseFuture<S, B, C>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    pub(crate) fn single(future: S::Future, policy: Arc<Policy<C>>) -> Self {
+        ResponseFuture {
+            attempt: Attempt::Sending { future },
+            policy,
+            replay: None,
+            attempts: 1,
+        }
+    }
+
+    pub(crate) fn replaying(
+        future: S::Future,
+        service: S,
+        policy: Arc<Policy<C>>,
+        head: Parts,
+        body: Option<ReplayBody<B>>,
+    ) -> Self {
+        ResponseFuture {
+            attempt: Attempt::Sending { future },
+            policy,
+            replay: body.map(|body| ReplayState {
+                service,
+                head,
+                body,
+                next: None,
+            }),
+            attempts: 1,
+        }
+    }
+}
+
+impl<S, B, C, ResBody> Future for ResponseFuture<S, B, C>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>>,
+    S::Error: fmt::Display,
+    C: Classify<S::Error>,
+    B: Send + 'static,
+    B: http_body::Body,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.attempt.as_mut().project() {
+                AttemptProj::Sending { future } => match ready!(future.poll(cx)) {
+                    Ok(mut response) => {
+                        if *this.attempts > 1 {
+                            response.extensions_mut().insert(Attempts(*this.attempts));
+                        }
+                        return Poll::Ready(Ok(response));
+                    }
+                    Err(error) => {
+                        let Some(replay) = this.replay.as_mut() else {
+                            return Poll::Ready(Err(error));
+                        };
+                        match next_attempt(this.policy, replay, *this.attempts, error) {
+                            Ok(request) => {
+                                *this.attempts += 1;
+                                replay.next = Some(request);
+                                this.attempt.set(Attempt::GettingReady);
+                            }
+                            Err(error) => return Poll::Ready(Err(error)),
+                        }
+                    }
+                },
+                AttemptProj::GettingReady => {
+                    let Some(replay) = this.replay.as_mut() else {
+                        unreachable!("only a replay gets ready for another attempt");
+                    };
+                    ready!(replay.service.poll_ready(cx))?;
+                    let Some(request) = replay.next.take() else {
+                        unreachable!("an attempt is prepared before getting ready for it");
+                    };
+                    let future = replay.service.call(request);
+                    this.attempt.set(Attempt::Sending { future });
+                }
+            }
+        }
+    }
+}
+
+/// The request for the next attempt, or the error to give the caller.
+fn next_attempt<S, B, C, E>(
+    policy: &Policy<C>,
+    replay: &mut ReplayState<S, B>,
+    attempts: u32,
+    mut error: E,
+) -> Result<Request<ReplayBody<B>>, E>
+where
+    C: Classify<E>,
+    E: fmt::Display,
+    B: http_body::Body + Send + 'static,
+{
+    let counters = &policy.counters;
+    let Some(delivery) = policy.classifier.classify(&error) else {
+        return Err(error);
+    };
+    if !policy.replay_connect_failures && policy.classifier.is_connect_failure(&error) {
+        return Err(error);
+    }
+    let counter = match delivery {
+        Delivery::NeverSent => &counters.replayed_never_sent,
+        Delivery::Refused => &counters.replayed_refused,
+        Delivery::MaybeProcessed
+            if policy.retry_idempotent && is_idempotent(&replay.head.method) =>
+        {
+            &counters.retried_maybe_processed
+        }
+        Delivery::MaybeProcessed => return Err(error),
+    };
+    let uri = &replay.head.uri;
+    if attempts >= policy.max_attempts {
+        Counters::add(&counters.gave_up_attempts);
+        tracing::debug!(%uri, attempts, %error, "not replaying: no attempts left");
+        return Err(error);
+    }
+    // A request handed back untouched is always replayable; a kept body
+    // only if it did not outgrow the buffer.
+    if !replay.body.is_replayable() {
+        Counters::add(&counters.gave_up_body_too_large);
+        tracing::debug!(%uri, %error, "not replaying: the body outgrew the replay buffer");
+        return Err(policy.classifier.body_too_large_to_replay(error));
+    }
+    if !policy.budget.withdraw() {
+        Counters::add(&counters.gave_up_budget);
+        tracing::debug!(%uri, %error, "not replaying: the retry budget is spent");
+        return Err(error);
+    }
+    // Prefer the untouched request the error hands back: it needs no copy.
+    let request = match policy.classifier.take_request::<ReplayBody<B>>(&mut error) {
+        Some(request) => request,
+        None => match replay.body.replay() {
+            Some(body) => Request::from_parts(replay.head.clone(), body),
+            None => {
+                Counters::add(&counters.gave_up_body_too_large);
+                return Err(policy.classifier.body_too_large_to_replay(error));
+            }
+        },
+    };
+    Counters::add(counter);
+    tracing::debug!(%uri, attempt = attempts + 1, ?delivery, %error, "replaying request");
+    Ok(request)
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+impl<S, B, C> fmt::Debug for ResponseFuture<S, B, C>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}

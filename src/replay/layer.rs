@@ -1,0 +1,159 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::retry::budget::{Budget, TpsBudget};
+use tower_layer::Layer;
+
+use super::classify::SourceChainClassifier;
+use super::service::Replay;
+use super::stats::{Counters, ReplayStats};
+
+/// At most 5 attempts per request, as gRPC caps them.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Up to 64 KiB of a request body is kept for replays.
+pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// Sends again requests that the server provably did not process.
+///
+/// See the [module documentation](super) for what is replayed and why.
+///
+/// ```
+/// use std::time::Duration;
+/// use h2pool::replay::{ReplayLayer, TpsBudget};
+///
+/// let layer = ReplayLayer::new()
+///     .max_attempts(3)
+///     .buffer_limit(16 * 1024)
+///     .retry_budget(TpsBudget::new(Duration::from_secs(10), 5, 0.1));
+/// # drop(layer);
+/// ```
+#[derive(Clone)]
+pub struct ReplayLayer<C = SourceChainClassifier> {
+    policy: Arc<Policy<C>>,
+}
+
+/// Everything the layer's services share.
+#[derive(Clone)]
+pub(crate) struct Policy<C> {
+    pub(crate) max_attempts: u32,
+    pub(crate) buffer_limit: usize,
+    pub(crate) retry_idempotent: bool,
+    pub(crate) replay_connect_failures: bool,
+    pub(crate) classifier: C,
+    pub(crate) budget: Arc<dyn Budget + Send + Sync>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl ReplayLayer {
+    /// Replays what was never sent or was refused: up to
+    /// [`DEFAULT_MAX_ATTEMPTS`] attempts, bodies kept up to
+    /// [`DEFAULT_BUFFER_LIMIT`], within a budget of 20% of recent requests
+    /// plus 10 replays a second (tower's [`TpsBudget`] over 10 s).
+    pub fn new() -> Self {
+        ReplayLayer {
+            policy: Arc::new(Policy {
+                max_attempts: DEFAULT_MAX_ATTEMPTS,
+                buffer_limit: DEFAULT_BUFFER_LIMIT,
+                retry_idempotent: false,
+                replay_connect_failures: false,
+                classifier: SourceChainClassifier,
+                budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+                counters: Arc::default(),
+            }),
+        }
+    }
+}
+
+impl Default for ReplayLayer {
+    fn default() -> Self {
+        ReplayLayer::new()
+    }
+}
+
+impl<C: Clone> ReplayLayer<C> {
+    /// Attempts per request, the first included (zero is taken as one,
+    /// which turns replays off). Default 5.
+    pub fn max_attempts(self, max: u32) -> Self {
+        self.with(|policy| policy.max_attempts = max.max(1))
+    }
+
+    /// How many bytes of a request body are kept for replays. A request
+    /// that sent more is committed: if it then needs a replay, it fails with
+    /// [`ErrorKind::BodyTooLargeToReplay`](crate::ErrorKind::BodyTooLargeToReplay).
+    /// Default 64 KiB.
+    pub fn buffer_limit(self, bytes: usize) -> Self {
+        self.with(|policy| policy.buffer_limit = bytes)
+    }
+
+    /// Limits replays to what `budget` allows, so a failing server cannot
+    /// cause a storm of them. Every request deposits; every replay withdraws.
+    pub fn retry_budget(self, budget: impl Budget + Send + Sync + 'static) -> Self {
+        self.with(|policy| policy.budget = Arc::new(budget))
+    }
+
+    /// Also retries idempotent requests (GET, HEAD, OPTIONS, TRACE, PUT,
+    /// DELETE; RFC 9110 section 9.2.2) that failed before their response
+    /// began but *may* have been processed: a reset other than
+    /// REFUSED_STREAM, a connection lost under the stream, a keep-alive
+    /// timeout. Off by default: an idempotent method is a promise of the
+    /// server's, and not every server keeps it.
+    pub fn retry_idempotent(self, enabled: bool) -> Self {
+        self.with(|policy| policy.retry_idempotent = enabled)
+    }
+
+    /// Also replays requests whose connect failed (refused, timed out, or a
+    /// failed HTTP/2 handshake), each after the pool's connect backoff, so
+    /// a server restarting on the same address costs a delay rather than
+    /// errors. Off by default, as in hyper and gRPC: a dead server then
+    /// fails requests at once, and a balancer above can pick another.
+    pub fn replay_connect_failures(self, enabled: bool) -> Self {
+        self.with(|policy| policy.replay_connect_failures = enabled)
+    }
+
+    /// Judges errors with `classifier` instead of [`SourceChainClassifier`].
+    pub fn classifier<C2>(self, classifier: C2) -> ReplayLayer<C2> {
+        let policy = (*self.policy).clone();
+        ReplayLayer {
+            policy: Arc::new(Policy {
+                max_attempts: policy.max_attempts,
+                buffer_limit: policy.buffer_limit,
+                retry_idempotent: policy.retry_idempotent,
+                replay_connect_failures: policy.replay_connect_failures,
+                classifier,
+                budget: policy.budget,
+                counters: policy.counters,
+            }),
+        }
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Policy<C>)) -> Self {
+        change(Arc::make_mut(&mut self.policy));
+        self
+    }
+}
+
+impl<C> ReplayLayer<C> {
+    /// What the services made by this layer have replayed so far.
+    pub fn stats(&self) -> ReplayStats {
+        self.policy.counters.snapshot()
+    }
+}
+
+impl<S, C> Layer<S> for ReplayLayer<C> {
+    type Service = Replay<S, C>;
+
+    fn layer(&self, inner: S) -> Replay<S, C> {
+        Replay::new(inner, self.policy.clone())
+    }
+}
+
+impl<C> fmt::Debug for ReplayLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayLayer")
+            .field("max_attempts", &self.policy.max_attempts)
+            .field("buffer_limit", &self.policy.buffer_limit)
+            .field("retry_idempotent", &self.policy.retry_idempotent)
+            .finish_non_exhaustive()
+    }
+}
