@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     local_max_streams: usize,
     streams_started: AtomicU64,
     highest_stream_id: AtomicU32,
+    /// Streams the server refused with its GOAWAY (above its last stream id).
+    streams_refused_by_goaway: AtomicU64,
     created: Instant,
     /// Milliseconds after `created` at which the load last dropped to zero.
     idle_since_ms: AtomicU64,
@@ -93,6 +95,7 @@ impl ConnectionHandle {
                 local_max_streams: local_max_streams.max(1),
                 streams_started: AtomicU64::new(0),
                 highest_stream_id: AtomicU32::new(0),
+                streams_refused_by_goaway: AtomicU64::new(0),
                 created: Instant::now(),
                 idle_since_ms: AtomicU64::new(0),
                 heard_from_ms: AtomicU64::new(0),
@@ -275,6 +278,38 @@ impl ConnectionHandle {
             .fetch_max(id, Ordering::Relaxed);
     }
 
+    pub(crate) fn record_refused_by_goaway(&self) {
+        self.shared
+            .streams_refused_by_goaway
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many streams the server took before it ended the connection with
+    /// a graceful GOAWAY; `None` until the connection has closed after one.
+    pub(crate) fn streams_taken_before_goaway(&self) -> Option<u64> {
+        if self.phase() != Phase::Closed {
+            return None;
+        }
+        let refused = self
+            .shared
+            .streams_refused_by_goaway
+            .load(Ordering::Relaxed);
+        // The connection task may end (cleanly) before the refused streams
+        // report the GOAWAY; then the refusals are the sign of it.
+        let graceful = self
+            .close_reason()
+            .is_some_and(|reason| match reason.h2_reason {
+                Some(code) => reason.kind == ErrorKind::GoAway && code == h2::Reason::NO_ERROR,
+                None => refused > 0,
+            });
+        if !graceful {
+            return None;
+        }
+        // Client stream ids run 1, 3, 5...: the highest tells how many were sent.
+        let sent = u64::from(self.highest_stream_id()).div_ceil(2);
+        Some(sent.saturating_sub(refused))
+    }
+
     fn set_reason(&self, kind: ErrorKind, detail: String, h2_reason: Option<h2::Reason>) {
         let mut reason = lock(&self.shared.close_reason);
         if reason.is_none() {
@@ -344,6 +379,11 @@ impl Drop for StreamSlot {
                 u64::try_from(idle_since).unwrap_or(u64::MAX),
                 Ordering::Relaxed,
             );
+            if self.handle.phase() == Phase::Closed {
+                // The last stream of a closed connection has reported how
+                // it ended: watchers may now draw conclusions.
+                shared.phase_changed.notify_waiters();
+            }
         }
         shared.notify.notify_one();
     }

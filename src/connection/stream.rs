@@ -52,6 +52,25 @@ impl StreamGuard {
         self.body_task.is_some()
     }
 
+    /// Notes that the server's GOAWAY refused this stream. That is news of
+    /// the GOAWAY too, which may come before any `poll_ready` sees it.
+    pub(crate) fn note_refused_by_goaway(&self, error: &Error) {
+        let handle = self.slot.handle();
+        handle.record_refused_by_goaway();
+        let reason = error.reason();
+        if handle.start_draining_with(
+            ErrorKind::GoAway,
+            format!("server sent GOAWAY ({reason:?})"),
+            reason,
+        ) {
+            tracing::debug!(
+                connection = handle.id(),
+                ?reason,
+                "received GOAWAY, draining"
+            );
+        }
+    }
+
     /// Notes that the server sent something on this stream.
     pub(crate) fn heard_from_server(&self) {
         self.slot.handle().heard_from_server();

@@ -110,6 +110,13 @@ struct OriginState {
     failures_in_a_row: u32,
     /// No connect starts before this, after a failure.
     next_connect_at: Option<Instant>,
+    /// Streams the last connection ended by a graceful GOAWAY had taken.
+    last_taken_before_goaway: Option<u64>,
+    /// A server that ends every connection after the same number of
+    /// requests (nginx's `keepalive_requests`) refuses the streams sent
+    /// past it; once two connections in a row show the number, ours retire
+    /// at it by themselves and nothing is refused.
+    learned_max_requests: Option<u64>,
 }
 
 #[derive(Default)]
@@ -380,7 +387,19 @@ impl OriginPool {
                 state.next_connect_at = None;
                 let handle = connection.handle().clone();
                 state.last_max_streams = Some(handle.max_streams());
-                let pooled = self.readiness.layer(self.drain.layer(connection));
+                let pooled = match state.learned_max_requests {
+                    Some(learned) => {
+                        let max = self
+                            .config
+                            .drain
+                            .max_requests
+                            .map_or(learned, |max| max.min(learned));
+                        let policy = self.config.drain.clone().max_requests(Some(max));
+                        self.readiness
+                            .layer(DrainLayer::new(policy).layer(connection))
+                    }
+                    None => self.readiness.layer(self.drain.layer(connection)),
+                };
                 state.connections.push(pooled);
                 drop(state);
                 tokio::spawn(watch(self.this.clone(), handle));
@@ -420,6 +439,24 @@ impl OriginPool {
         hasher.write_u32(failures_in_a_row);
         let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
         full / 2 + (full / 2).mul_f64(unit)
+    }
+
+    /// Called by a connection's watcher once it has closed.
+    fn learn_from_close(&self, handle: &ConnectionHandle) {
+        let Some(taken) = handle.streams_taken_before_goaway() else {
+            return;
+        };
+        let mut state = lock(&self.state);
+        let repeated = state.last_taken_before_goaway == Some(taken);
+        state.last_taken_before_goaway = Some(taken);
+        if repeated && taken > 0 && state.learned_max_requests != Some(taken) {
+            state.learned_max_requests = Some(taken);
+            tracing::debug!(
+                origin = %self.key,
+                requests = taken,
+                "the server ends connections after this many requests; retiring ours at it"
+            );
+        }
     }
 
     /// Called by a connection's watcher when its phase changed.
@@ -506,6 +543,7 @@ async fn connect(
 /// Tells the origin when a connection stops taking streams or closes, so it
 /// leaves the rotation (and gets a replacement) without waiting for a request.
 async fn watch(origin: Weak<OriginPool>, handle: ConnectionHandle) {
+    let mut retired = false;
     loop {
         let phase_changed = handle.phase_changed_notify().notified();
         tokio::pin!(phase_changed);
@@ -515,8 +553,14 @@ async fn watch(origin: Weak<OriginPool>, handle: ConnectionHandle) {
             let Some(origin) = origin.upgrade() else {
                 return;
             };
-            origin.phase_changed();
-            if phase == Phase::Closed {
+            if !retired {
+                origin.phase_changed();
+                retired = phase == Phase::Closed;
+            }
+            // Each stream records how it ended before it gives its slot
+            // back, so the connection's account is complete at zero load.
+            if phase == Phase::Closed && handle.load() == 0 {
+                origin.learn_from_close(&handle);
                 return;
             }
         }
