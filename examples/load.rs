@@ -20,7 +20,8 @@
 //! - `-n M`, `--requests M`: requests in total (default 20000)
 //! - `--json`: print the summary as one JSON line on stdout, with no progress
 //!   bar, keys `requests`, `ok`, `failed`, `errors` (kind to count),
-//!   `connections_opened`, `p50_ms`, `p99_ms`, `requests_per_sec`,
+//!   `connections_opened`, `replays`, `replayed_refused`, `replayed_never_sent`,
+//!   `p50_ms`, `p99_ms`, `requests_per_sec`,
 //!   `elapsed_secs`
 //! - `--max-streams N`: the embedded server's SETTINGS_MAX_CONCURRENT_STREAMS
 //!   (default 100)
@@ -330,6 +331,8 @@ struct Summary {
     p50_ms: f64,
     p99_ms: f64,
     elapsed: Duration,
+    replay: h2pool::replay::ReplayStats,
+    faults: Option<String>,
 }
 
 impl Summary {
@@ -379,6 +382,20 @@ impl Summary {
             let _ = write!(out, ", {} connects failed", self.connect_failures);
         }
         out.push('\n');
+        let replay = &self.replay;
+        let _ = writeln!(
+            out,
+            "replays             {} ({} refused, {} never sent; gave up: {} budget, {} attempts, {} body too large)",
+            replay.replays(),
+            replay.replayed_refused,
+            replay.replayed_never_sent,
+            replay.gave_up_budget,
+            replay.gave_up_attempts,
+            replay.gave_up_body_too_large,
+        );
+        if let Some(faults) = &self.faults {
+            let _ = writeln!(out, "faults injected     {faults}");
+        }
         let _ = writeln!(out, "latency p50         {:.2} ms", self.p50_ms);
         let _ = writeln!(out, "latency p99         {:.2} ms", self.p99_ms);
         let _ = writeln!(
@@ -403,12 +420,16 @@ impl Summary {
             .join(",");
         format!(
             "{{\"requests\":{},\"ok\":{},\"failed\":{},\"errors\":{{{errors}}},\
-             \"connections_opened\":{},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\
+             \"connections_opened\":{},\"replays\":{},\"replayed_refused\":{},\
+             \"replayed_never_sent\":{},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\
              \"requests_per_sec\":{:.2},\"elapsed_secs\":{:.3}}}",
             self.requests(),
             self.ok,
             self.failed(),
             self.connections_opened,
+            self.replay.replays(),
+            self.replay.replayed_refused,
+            self.replay.replayed_never_sent,
             self.p50_ms,
             self.p99_ms,
             self.requests_per_sec(),
@@ -615,8 +636,19 @@ async fn run(options: Options) -> ExitCode {
     progress.finish_and_clear();
 
     merged.latencies_us.sort_unstable();
-    let pool_totals = pool.stats().total();
+    let pool_stats = pool.stats();
+    let pool_totals = pool_stats.total();
     let summary = Summary {
+        replay: pool_stats.replay,
+        faults: server.as_ref().map(|server| {
+            let counters = server.counters();
+            format!(
+                "{} GOAWAY, {} REFUSED_STREAM, {} abrupt closes",
+                counters.goaways.load(Ordering::Relaxed),
+                counters.refused.load(Ordering::Relaxed),
+                counters.closes.load(Ordering::Relaxed)
+            )
+        }),
         ok: merged.latencies_us.len() as u64,
         failures: merged.failures,
         connections_opened: pool_totals.connections_opened,
