@@ -58,7 +58,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// All kinds, in the order [`crate::stats`] reports them.
+    /// All kinds, in declaration order.
     pub const ALL: [ErrorKind; 18] = [
         ErrorKind::InvalidUri,
         ErrorKind::UnsupportedScheme,

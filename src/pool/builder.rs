@@ -43,7 +43,7 @@ impl Builder {
 
     /// Opens transport connections with `connector`: any
     /// `Service<Uri>` that yields a tokio I/O stream (the shape of
-    /// [`tower::MakeConnection`]). Default: [`TcpConnector`].
+    /// `tower::make::MakeConnection`). Default: [`TcpConnector`].
     pub fn connector<C>(mut self, connector: C) -> Self
     where
         C: Service<Uri> + Clone + Send + Sync + 'static,
