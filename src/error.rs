@@ -55,11 +55,15 @@ pub enum ErrorKind {
     NotReady,
     /// A replay was needed, but the body had outgrown the replay buffer.
     BodyTooLargeToReplay,
+    /// The user's per-connection layer (see
+    /// [`Builder::connection_layer`](crate::Builder::connection_layer))
+    /// failed the request with an error of its own.
+    ConnectionLayer,
 }
 
 impl ErrorKind {
     /// All kinds, in declaration order.
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::InvalidUri,
         ErrorKind::UnsupportedScheme,
         ErrorKind::InvalidRequest,
@@ -78,6 +82,7 @@ impl ErrorKind {
         ErrorKind::ResponseBody,
         ErrorKind::NotReady,
         ErrorKind::BodyTooLargeToReplay,
+        ErrorKind::ConnectionLayer,
     ];
 
     /// A short stable name, for metrics labels and summaries.
@@ -101,6 +106,7 @@ impl ErrorKind {
             ErrorKind::ResponseBody => "response_body",
             ErrorKind::NotReady => "not_ready",
             ErrorKind::BodyTooLargeToReplay => "body_too_large_to_replay",
+            ErrorKind::ConnectionLayer => "connection_layer",
         }
     }
 
@@ -342,6 +348,7 @@ impl Error {
             ErrorKind::ResponseBody => "the response body failed",
             ErrorKind::NotReady => "call() was made without a successful poll_ready() first; drive the service with ServiceExt::ready()",
             ErrorKind::BodyTooLargeToReplay => "the request needed a replay, but more of its body was sent than the replay buffer keeps; raise the replay buffer size or make the body replayable",
+            ErrorKind::ConnectionLayer => "the pool's per-connection layer failed the request",
         }
     }
 }

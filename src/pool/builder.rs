@@ -1,10 +1,16 @@
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::Uri;
+use http::{Request, Response, Uri};
+use tower::util::BoxCloneSyncService;
+use tower::ServiceExt;
+use tower_layer::Layer;
 use tower_service::Service;
 
 use super::config::Config;
+use super::pooled::{layer_error, LayeredConnection, RequestBody};
 use super::service::Pool;
+use crate::body::Body;
 use crate::connection::Http2Settings;
 use crate::connector::{self, Io, TcpConnector};
 use crate::drain::DrainPolicy;
@@ -165,6 +171,47 @@ impl Builder {
     pub fn connect_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.config.connect_backoff = initial;
         self.config.max_connect_backoff = max.max(initial);
+        self
+    }
+
+    /// Wraps every connection the pool makes in `layer`, over the pool's own
+    /// [readiness](crate::readiness) and [drain](crate::drain) layers: for
+    /// per-connection limits, metrics or tracing. Request bodies reach it as
+    /// [`RequestBody`], their type erased (one allocation per request, only
+    /// when a layer is set). The pool still picks connections by their
+    /// stream slots, and calls the layer's `poll_ready` right before
+    /// dispatch; an error the layer makes itself reaches the caller as
+    /// [`ErrorKind::ConnectionLayer`](crate::ErrorKind::ConnectionLayer). To
+    /// stack several layers, give a `tower::ServiceBuilder`'s layer.
+    ///
+    /// ```
+    /// use h2pool::pool::LayeredConnection;
+    /// use tower::limit::ConcurrencyLimitLayer;
+    ///
+    /// // At most 8 requests in flight on each connection, whatever the
+    /// // server's stream limit.
+    /// let pool = h2pool::Pool::builder()
+    ///     .connection_layer(ConcurrencyLimitLayer::new(8))
+    ///     .build();
+    /// # drop(pool);
+    /// ```
+    pub fn connection_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<LayeredConnection> + Send + Sync + 'static,
+        L::Service: Service<Request<RequestBody>, Response = Response<Body>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<Request<RequestBody>>>::Error: Into<BoxError>,
+        <L::Service as Service<Request<RequestBody>>>::Future: Send + 'static,
+    {
+        self.config.connection_layer = Some(Arc::new(move |connection| {
+            let service = layer
+                .layer(connection)
+                .map_err(|error| layer_error(error.into()));
+            BoxCloneSyncService::new(service)
+        }));
         self
     }
 

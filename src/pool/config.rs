@@ -1,5 +1,8 @@
 use std::time::Duration;
 
+use std::fmt;
+
+use super::pooled::ConnectionLayerFn;
 use crate::connection::Http2Settings;
 use crate::drain::DrainPolicy;
 use crate::readiness::KeepAlive;
@@ -20,7 +23,7 @@ pub const DEFAULT_CONNECT_BACKOFF: Duration = Duration::from_millis(100);
 pub const DEFAULT_MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Everything a [`Pool`](super::Pool) is configured with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) http2: Http2Settings,
     pub(crate) connect_timeout: Duration,
@@ -31,6 +34,27 @@ pub(crate) struct Config {
     pub(crate) drain: DrainPolicy,
     pub(crate) connect_backoff: Duration,
     pub(crate) max_connect_backoff: Duration,
+    pub(crate) connection_layer: Option<ConnectionLayerFn>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("http2", &self.http2)
+            .field("connect_timeout", &self.connect_timeout)
+            .field(
+                "max_connections_per_origin",
+                &self.max_connections_per_origin,
+            )
+            .field("max_pending_requests", &self.max_pending_requests)
+            .field("pending_timeout", &self.pending_timeout)
+            .field("keep_alive", &self.keep_alive)
+            .field("drain", &self.drain)
+            .field("connect_backoff", &self.connect_backoff)
+            .field("max_connect_backoff", &self.max_connect_backoff)
+            .field("connection_layer", &self.connection_layer.is_some())
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -45,6 +69,7 @@ impl Default for Config {
             drain: DrainPolicy::default().idle_timeout(Some(DEFAULT_IDLE_TIMEOUT)),
             connect_backoff: DEFAULT_CONNECT_BACKOFF,
             max_connect_backoff: DEFAULT_MAX_CONNECT_BACKOFF,
+            connection_layer: None,
         }
     }
 }

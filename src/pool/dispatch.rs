@@ -12,10 +12,10 @@ use http_body::Body as HttpBody;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::origin::{OriginPool, PooledConnection, Waiter};
+use super::origin::{OriginPool, Waiter};
+use super::pooled::{PooledConnection, PooledFuture};
 use super::service::Shared;
 use crate::body::Body;
-use crate::connection;
 use crate::error::{BoxError, Delivery, Error, ErrorKind};
 
 /// The pool's services below the replay layer: one attempt of a request.
@@ -168,7 +168,7 @@ enum State<B> {
     },
     Sending {
         origin: Arc<OriginPool>,
-        response: connection::ResponseFuture,
+        response: PooledFuture,
     },
     Failed(Option<Error>),
 }
@@ -195,7 +195,7 @@ impl<B> DispatchFuture<B> {
         }
     }
 
-    pub(crate) fn sending(origin: Arc<OriginPool>, response: connection::ResponseFuture) -> Self {
+    pub(crate) fn sending(origin: Arc<OriginPool>, response: PooledFuture) -> Self {
         origin.record_request();
         DispatchFuture {
             state: State::Sending { origin, response },

@@ -16,6 +16,7 @@ mod config;
 mod dispatch;
 mod future;
 mod origin;
+mod pooled;
 mod service;
 mod stats;
 
@@ -26,5 +27,6 @@ pub use self::config::{
     DEFAULT_PENDING_TIMEOUT,
 };
 pub use self::future::ResponseFuture;
+pub use self::pooled::{LayeredConnection, RequestBody};
 pub use self::service::{OriginService, Pool};
 pub use self::stats::{OriginStats, PoolStats};

@@ -21,17 +21,13 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::config::Config;
+use super::pooled::PooledConnection;
 use super::stats::OriginStats;
-use crate::connection::{
-    lock, Connection, ConnectionHandle, HasHandle, Phase, DEFAULT_PEER_MAX_STREAMS,
-};
+use crate::connection::{lock, Connection, ConnectionHandle, Phase, DEFAULT_PEER_MAX_STREAMS};
 use crate::connector::{BoxedConnector, UnsupportedScheme};
-use crate::drain::{Drain, DrainLayer};
+use crate::drain::DrainLayer;
 use crate::error::{BoxError, Delivery, Error, ErrorKind};
-use crate::readiness::{Readiness, ReadinessLayer};
-
-/// What the pool keeps per connection: the connection under its layers.
-pub(crate) type PooledConnection = Readiness<Drain<Connection>>;
+use crate::readiness::ReadinessLayer;
 
 /// Requests to the same scheme and authority share connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -387,7 +383,7 @@ impl OriginPool {
                 state.next_connect_at = None;
                 let handle = connection.handle().clone();
                 state.last_max_streams = Some(handle.max_streams());
-                let pooled = match state.learned_max_requests {
+                let layered = match state.learned_max_requests {
                     Some(learned) => {
                         let max = self
                             .config
@@ -400,7 +396,10 @@ impl OriginPool {
                     }
                     None => self.readiness.layer(self.drain.layer(connection)),
                 };
-                state.connections.push(pooled);
+                let layer = self.config.connection_layer.as_ref();
+                state
+                    .connections
+                    .push(PooledConnection::new(layered, layer));
                 drop(state);
                 tokio::spawn(watch(self.this.clone(), handle));
             }
@@ -487,7 +486,7 @@ impl OriginPool {
         let handles = state
             .connections
             .iter()
-            .map(HasHandle::handle)
+            .map(PooledConnection::handle)
             .chain(&state.draining);
         for handle in handles {
             match handle.phase() {
