@@ -11,6 +11,7 @@
 //!   then echoes (the gRPC bidi pattern that deadlocks half-duplex clients)
 //! - `/download/{bytes}`: sends that many bytes, honouring flow control
 //! - `/upload`: reads the whole body and answers with its length
+//! - `/headers`: answers with the request's headers, one `name: value` a line
 //! - `/refuse`: RST_STREAM(REFUSED_STREAM) before any processing
 //! - `/refuse-after-body`: reads the whole body, then REFUSED_STREAM
 //! - `/reset`: RST_STREAM(INTERNAL_ERROR) after processing
@@ -372,7 +373,7 @@ async fn handle(
     }
 
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let body = request.into_body();
+    let (head, body) = request.into_parts();
     match segments.as_slice() {
         ["delay", ms] => {
             let ms: u64 = ms.parse().unwrap_or(0);
@@ -390,6 +391,18 @@ async fn handle(
         ["upload"] => {
             let received = read_all(body).await.unwrap_or(0);
             send_text(&mut respond, connection_id, &received.to_string());
+        }
+        ["headers"] => {
+            let _ = drain(body).await;
+            let mut lines: Vec<String> = head
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    format!("{name}: {}", String::from_utf8_lossy(value.as_bytes()))
+                })
+                .collect();
+            lines.sort();
+            send_text(&mut respond, connection_id, &lines.join("\n"));
         }
         ["reset"] => {
             let _ = drain(body).await;
