@@ -271,6 +271,37 @@ async fn with_grpc_statuses_a_closed_port_is_unavailable() {
 }
 
 #[tokio::test]
+async fn with_grpc_statuses_a_refused_stream_is_unavailable() {
+    // An HTTP/2 server that refuses every stream (REFUSED_STREAM).
+    let faults = support::Faults {
+        refuse: 1.0,
+        ..support::Faults::default()
+    };
+    let server = support::TestServer::start(support::ServerConfig {
+        faults,
+        ..support::ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::new();
+    let origin = pool
+        .origin(format!("http://{}", server.addr()).parse().expect("uri"))
+        .expect("a valid origin");
+    let mut client = EchoClient::new(status::grpc_statuses(origin));
+
+    let status = client
+        .unary(message("hello"))
+        .await
+        .expect_err("every stream is refused");
+
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let source = std::error::Error::source(&status).expect("the pool error as source");
+    let error = source
+        .downcast_ref::<h2pool::Error>()
+        .expect("an h2pool::Error");
+    assert!(error.is_refused(), "{error:?}");
+}
+
+#[tokio::test]
 async fn with_grpc_statuses_a_tower_timeout_is_deadline_exceeded() {
     let server = GrpcServer::start().await;
     let pool = Pool::new();

@@ -7,10 +7,16 @@
 //! cargo run --example tonic -- --url http://127.0.0.1:50051
 //! ```
 //!
-//! The client needs nothing but a tower service: `pool.origin(uri)?` serves
-//! one origin with honest backpressure and fills in the scheme and authority
-//! of tonic's path-only request URIs. [`status::grpc_statuses`] maps the
-//! pool's errors to gRPC codes (UNAVAILABLE for a refused connect, and so on).
+//! The client needs nothing but a tower service:
+//! `EchoClient::new(pool.origin(uri)?)` serves one origin with honest
+//! backpressure (tonic waits in `poll_ready` while every stream slot is
+//! taken) and fills in the scheme and authority of tonic's path-only request
+//! URIs. `EchoClient::with_origin(pool.clone(), uri)` works too: tonic makes
+//! the URIs absolute and the keyed pool waits for a slot inside the call.
+//!
+//! tonic's own `Status::from_error` does not recognise h2pool's errors (they
+//! arrive as UNKNOWN); [`status::grpc_statuses`] maps them to the gRPC codes
+//! (UNAVAILABLE for a refused connect or a refused stream, and so on).
 
 #[path = "../../tests/grpc/mod.rs"]
 mod grpc;
