@@ -11,6 +11,7 @@
 //!   then echoes (the gRPC bidi pattern that deadlocks half-duplex clients)
 //! - `/download/{bytes}`: sends that many bytes, honouring flow control
 //! - `/upload`: reads the whole body and answers with its length
+//! - `/headers`: answers with the request's headers, one `name: value` a line
 //! - `/refuse`: RST_STREAM(REFUSED_STREAM) before any processing
 //! - `/refuse-after-body`: reads the whole body, then REFUSED_STREAM
 //! - `/refuse-first/{n}`: REFUSED_STREAM for the first `n` arrivals of the
@@ -451,6 +452,18 @@ async fn handle(
         ["upload"] => {
             let received = read_all(body).await.unwrap_or(0);
             send_text(&mut respond, connection_id, &received.to_string());
+        }
+        ["headers"] => {
+            let _ = drain(body).await;
+            let mut lines: Vec<String> = head
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    format!("{name}: {}", String::from_utf8_lossy(value.as_bytes()))
+                })
+                .collect();
+            lines.sort();
+            send_text(&mut respond, connection_id, &lines.join("\n"));
         }
         ["reset"] => {
             let _ = drain(body).await;
