@@ -1,6 +1,5 @@
 //! `https://` through `TlsConnector`: an h2 test server behind tokio-rustls
 //! on 127.0.0.1, with certificates rcgen makes for each test.
-#![cfg(feature = "rustls")]
 
 mod support;
 

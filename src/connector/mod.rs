@@ -1,7 +1,7 @@
 //! Opening transport connections.
 //!
 //! A connector is anything that is a `tower::Service<http::Uri>` yielding a
-//! tokio I/O stream, the shape of [`tower::MakeConnection`]. The pool calls
+//! tokio I/O stream, the shape of [`tower::MakeConnection`](https://docs.rs/tower/0.5/tower/trait.MakeConnection.html). The pool calls
 //! it with `scheme://authority/` of the origin it needs a connection to, then
 //! speaks HTTP/2 over whatever stream comes back.
 //!
@@ -43,7 +43,7 @@ impl<T> Io for T where T: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 /// The connector cannot serve the URI's scheme.
 ///
-/// The pool reports it as [`ErrorKind::UnsupportedScheme`](crate::ErrorKind::UnsupportedScheme).
+/// The pool reports it as [`ErrorKind::UnsupportedScheme`].
 #[derive(Debug)]
 pub struct UnsupportedScheme {
     scheme: String,

@@ -279,6 +279,22 @@ fn connector_with_roots(
 /// kind [`Handshake`](crate::ErrorKind::Handshake) for ALPN and
 /// [`Connect`](crate::ErrorKind::Connect) for the rest, with this text as
 /// the detail and the same source.
+///
+/// ```
+/// use h2pool::connector::{TlsConnector, TlsError};
+/// use tower::ServiceExt;
+///
+/// # async fn doc() {
+/// let uri = "https://localhost:8443/".parse().unwrap();
+/// if let Err(error) = TlsConnector::new().oneshot(uri).await {
+///     match error.downcast_ref::<TlsError>() {
+///         Some(tls) if tls.is_alpn() => eprintln!("not an HTTP/2 server: {tls}"),
+///         Some(tls) if tls.is_certificate() => eprintln!("untrusted server: {tls}"),
+///         _ => eprintln!("could not connect: {error}"),
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct TlsError {
     host: String,

@@ -40,7 +40,7 @@ impl Builder {
 
     /// Opens transport connections with `connector`: any
     /// `Service<Uri>` that yields a tokio I/O stream (the shape of
-    /// [`tower::MakeConnection`]), such as the ones in
+    /// [`tower::MakeConnection`](https://docs.rs/tower/0.5/tower/trait.MakeConnection.html)), such as the ones in
     /// [`connector`](crate::connector). Default:
     /// [`TcpConnector`](connector::TcpConnector), or with
     /// the `rustls` feature a `TlsConnector` trusting the system's roots,

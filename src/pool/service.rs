@@ -238,7 +238,7 @@ impl fmt::Debug for OriginService {
 
 /// The origin's streams in flight, plus its requests waiting for a slot,
 /// counted across every clone and the keyed [`Pool`]: what
-/// [`tower::balance::p2c::Balance`] compares to pick the less busy of two
+/// [`tower::balance::p2c::Balance`](https://docs.rs/tower/0.5/tower/balance/p2c/struct.Balance.html) compares to pick the less busy of two
 /// endpoints.
 ///
 /// Unlike tower's `PendingRequests`, which stops counting a request when
