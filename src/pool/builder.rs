@@ -12,7 +12,7 @@ use super::pooled::{layer_error, LayeredConnection, RequestBody};
 use super::service::Pool;
 use crate::body::Body;
 use crate::connection::Http2Settings;
-use crate::connector::{self, Io, TcpConnector};
+use crate::connector::{self, Io};
 use crate::drain::DrainPolicy;
 use crate::error::BoxError;
 use crate::readiness::KeepAlive;
@@ -49,7 +49,11 @@ impl Builder {
 
     /// Opens transport connections with `connector`: any
     /// `Service<Uri>` that yields a tokio I/O stream (the shape of
-    /// `tower::make::MakeConnection`). Default: [`TcpConnector`].
+    /// `tower::make::MakeConnection`), such as the ones in
+    /// [`connector`](crate::connector). Default:
+    /// [`TcpConnector`](connector::TcpConnector), or with
+    /// the `rustls` feature a `TlsConnector` trusting the system's roots,
+    /// which serves `https://` and `http://`.
     pub fn connector<C>(mut self, connector: C) -> Self
     where
         C: Service<Uri> + Clone + Send + Sync + 'static,
@@ -59,6 +63,21 @@ impl Builder {
     {
         self.connector = Some(connector::boxed(connector));
         self
+    }
+
+    /// Serves `https://` (and `http://`) with `config` for TLS: a shorthand
+    /// for `.connector(TlsConnector::from_config(config))`. Its ALPN
+    /// protocols are replaced with `h2`.
+    ///
+    /// ```
+    /// # fn doc(config: rustls::ClientConfig) {
+    /// let pool = h2pool::Pool::builder().tls_config(config).build();
+    /// # drop(pool);
+    /// # }
+    /// ```
+    #[cfg(feature = "rustls")]
+    pub fn tls_config(self, config: rustls::ClientConfig) -> Self {
+        self.connector(connector::TlsConnector::from_config(config))
     }
 
     /// Replaces all HTTP/2 settings at once.
@@ -234,9 +253,7 @@ impl Builder {
 
     /// Builds the pool.
     pub fn build(self) -> Pool {
-        let connector = self
-            .connector
-            .unwrap_or_else(|| connector::boxed(TcpConnector::new()));
+        let connector = self.connector.unwrap_or_else(connector::default_connector);
         Pool::from_parts(self.config, connector, self.replay)
     }
 }

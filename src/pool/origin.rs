@@ -24,7 +24,7 @@ use super::config::Config;
 use super::pooled::PooledConnection;
 use super::stats::OriginStats;
 use crate::connection::{lock, Connection, ConnectionHandle, Phase, DEFAULT_PEER_MAX_STREAMS};
-use crate::connector::{BoxedConnector, UnsupportedScheme};
+use crate::connector::{self, BoxedConnector};
 use crate::drain::DrainLayer;
 use crate::error::{BoxError, Delivery, Error, ErrorKind};
 use crate::readiness::ReadinessLayer;
@@ -464,6 +464,19 @@ impl OriginPool {
         self.retire_not_open(&mut state);
     }
 
+    /// Streams reserved or running on every connection (draining ones too),
+    /// plus the requests waiting for a slot: the work this origin has now.
+    pub(crate) fn load(&self) -> usize {
+        let state = lock(&self.state);
+        let streams: usize = state
+            .connections
+            .iter()
+            .map(|connection| connection.handle().load())
+            .chain(state.draining.iter().map(ConnectionHandle::load))
+            .sum();
+        streams + state.waiting
+    }
+
     pub(crate) fn record_request(&self) {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -523,14 +536,7 @@ async fn connect(
 ) -> Result<Connection, Error> {
     let io = match tokio::time::timeout(config.connect_timeout, connector.oneshot(uri)).await {
         Ok(Ok(io)) => io,
-        Ok(Err(error)) => {
-            let kind = if error.is::<UnsupportedScheme>() {
-                ErrorKind::UnsupportedScheme
-            } else {
-                ErrorKind::Connect
-            };
-            return Err(Error::new(kind, Delivery::NeverSent).with_source(error));
-        }
+        Ok(Err(error)) => return Err(connector::connect_error(error)),
         Err(_) => {
             return Err(Error::new(ErrorKind::ConnectTimeout, Delivery::NeverSent)
                 .with_detail(format!("no connection within {:?}", config.connect_timeout)))

@@ -66,7 +66,11 @@ pub(crate) struct Shared {
 }
 
 impl Pool {
-    /// A pool with the default settings and the [`TcpConnector`](crate::connector::TcpConnector).
+    /// A pool with the default settings and the default connector:
+    /// [`TcpConnector`](crate::connector::TcpConnector) for `http://`, or
+    /// with the `rustls` feature a `TlsConnector` that serves `https://`
+    /// too, trusting the system's root certificates (as reqwest and
+    /// hyper-rustls users expect).
     pub fn new() -> Pool {
         Builder::new().build()
     }
@@ -202,6 +206,38 @@ impl fmt::Debug for OriginService {
         f.debug_struct("OriginService")
             .field("origin", &self.origin.key().to_string())
             .finish_non_exhaustive()
+    }
+}
+
+/// The origin's streams in flight, plus its requests waiting for a slot,
+/// counted across every clone and the keyed [`Pool`]: what
+/// [`tower::balance::p2c::Balance`](https://docs.rs/tower/0.5/tower/balance/p2c/struct.Balance.html) compares to pick the less busy of two
+/// endpoints.
+///
+/// Unlike tower's `PendingRequests`, which stops counting a request when
+/// its response headers arrive, a stream counts until its body has ended
+/// both ways, so long downloads and gRPC streams weigh on the endpoint that
+/// serves them. Unlike `PeakEwma` it needs no latency to be learnt first;
+/// for latency-aware balancing, wrap the service in
+/// `tower::load::PeakEwma`, which works on top of it.
+///
+/// A service that holds a reserved slot (after a successful `poll_ready`)
+/// counts it, so every ready endpoint carries the same one extra.
+///
+/// ```
+/// use tower::load::Load;
+///
+/// # fn doc() -> Result<(), h2pool::Error> {
+/// let pool = h2pool::Pool::new();
+/// let origin = pool.origin("http://127.0.0.1:50051".parse().unwrap())?;
+/// assert_eq!(origin.load(), 0);
+/// # Ok(()) }
+/// ```
+impl tower::load::Load for OriginService {
+    type Metric = usize;
+
+    fn load(&self) -> usize {
+        self.origin.load()
     }
 }
 

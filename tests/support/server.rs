@@ -24,6 +24,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
 use http::{HeaderMap, Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, Notify};
 
@@ -110,9 +112,25 @@ struct Shared {
     rng: Mutex<u64>,
 }
 
+impl Shared {
+    fn new(config: ServerConfig) -> Arc<Shared> {
+        let (commands, _) = broadcast::channel(64);
+        Arc::new(Shared {
+            config,
+            counters: Arc::new(Counters::default()),
+            stalled: AtomicBool::new(false),
+            unstalled: Notify::new(),
+            commands,
+            next_connection: AtomicU64::new(1),
+            rng: Mutex::new(0x2545_F491_4F6C_DD1D),
+        })
+    }
+}
+
 /// A running test server; it stops when dropped.
 pub struct TestServer {
-    addr: SocketAddr,
+    /// `None` for a server on a Unix socket.
+    addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     accept_task: tokio::task::JoinHandle<()>,
 }
@@ -128,17 +146,24 @@ impl TestServer {
 
     /// Starts a server on a listener the caller bound (to reuse a port).
     pub fn start_on(listener: TcpListener, config: ServerConfig) -> TestServer {
+        Self::start_with_acceptor(listener, config, |tcp| async move { Ok(tcp) })
+    }
+
+    /// Starts a server on `listener` that first runs `accept` on each TCP
+    /// connection (a TLS handshake, say) and serves HTTP/2 over what it
+    /// returns. A connection `accept` fails is dropped.
+    pub fn start_with_acceptor<A, F, S>(
+        listener: TcpListener,
+        config: ServerConfig,
+        accept: A,
+    ) -> TestServer
+    where
+        A: Fn(TcpStream) -> F + Send + Sync + 'static,
+        F: Future<Output = std::io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let addr = listener.local_addr().expect("listener has an address");
-        let (commands, _) = broadcast::channel(64);
-        let shared = Arc::new(Shared {
-            config,
-            counters: Arc::new(Counters::default()),
-            stalled: AtomicBool::new(false),
-            unstalled: Notify::new(),
-            commands,
-            next_connection: AtomicU64::new(1),
-            rng: Mutex::new(0x2545_F491_4F6C_DD1D),
-        });
+        let shared = Shared::new(config);
         let accept_shared = shared.clone();
         let accept_task = tokio::spawn(async move {
             loop {
@@ -146,11 +171,39 @@ impl TestServer {
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                tokio::spawn(serve_connection(tcp, accept_shared.clone()));
+                let connection = accept(tcp);
+                let shared = accept_shared.clone();
+                // A handshake of its own per connection: a slow or failing
+                // one must not hold up the next.
+                tokio::spawn(async move {
+                    if let Ok(io) = connection.await {
+                        serve_connection(io, shared).await;
+                    }
+                });
             }
         });
         TestServer {
-            addr,
+            addr: Some(addr),
+            shared,
+            accept_task,
+        }
+    }
+
+    /// Starts a server on a Unix domain socket listener.
+    #[cfg(unix)]
+    pub fn start_unix(listener: tokio::net::UnixListener, config: ServerConfig) -> TestServer {
+        let shared = Shared::new(config);
+        let accept_shared = shared.clone();
+        let accept_task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(serve_connection(stream, accept_shared.clone()));
+            }
+        });
+        TestServer {
+            addr: None,
             shared,
             accept_task,
         }
@@ -159,11 +212,12 @@ impl TestServer {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+            .expect("a TCP test server (this one listens on a Unix socket)")
     }
 
     /// `http://127.0.0.1:port`, followed by `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("http://{}{}", self.addr(), path)
     }
 
     /// The server's counters and ledger.
@@ -237,7 +291,10 @@ impl Drop for TestServer {
     }
 }
 
-async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>) {
+async fn serve_connection<S>(io: S, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
     let counters = shared.counters.clone();
     counters.connections_accepted.fetch_add(1, Ordering::SeqCst);
@@ -254,7 +311,7 @@ async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>) {
         builder.max_concurrent_streams(max);
     }
     let Ok(Ok(mut connection)) =
-        tokio::time::timeout(Duration::from_secs(10), builder.handshake::<_, Bytes>(tcp)).await
+        tokio::time::timeout(Duration::from_secs(10), builder.handshake::<_, Bytes>(io)).await
     else {
         return;
     };
