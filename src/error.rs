@@ -223,6 +223,24 @@ impl Error {
             (ErrorKind::GoAway, Delivery::Refused)
         } else if err.is_reset() && remote && err.reason() == Some(h2::Reason::REFUSED_STREAM) {
             (ErrorKind::Refused, Delivery::Refused)
+        } else if let Some(reason) = err
+            .reason()
+            .filter(|reason| err.is_library() && *reason != h2::Reason::NO_ERROR)
+        {
+            // h2 ended the stream or the connection because the server broke
+            // the protocol (a malformed response, a flood, a window overflow):
+            // say so, rather than "reset" or "closed" as if the server chose to.
+            let what = if err.is_reset() {
+                "the server's response broke HTTP/2 and h2 reset the stream"
+            } else {
+                "the server broke HTTP/2 and h2 closed the connection"
+            };
+            return Error::new(
+                ErrorKind::Protocol,
+                delivery_if(headers_sent, Delivery::MaybeProcessed),
+            )
+            .with_detail(format!("{what} with {reason:?} ({err})"))
+            .with_source(err);
         } else if err.is_reset() {
             (ErrorKind::StreamReset, Delivery::MaybeProcessed)
         } else if err.is_io() || err.is_go_away() {
@@ -231,12 +249,7 @@ impl Error {
         } else {
             (ErrorKind::Protocol, Delivery::MaybeProcessed)
         };
-        let delivery = if headers_sent {
-            delivery
-        } else {
-            Delivery::NeverSent
-        };
-        Error::new(kind, delivery).with_source(err)
+        Error::new(kind, delivery_if(headers_sent, delivery)).with_source(err)
     }
 
     /// What went wrong.
@@ -343,6 +356,15 @@ impl Error {
             ErrorKind::NotReady => "call() was made without a successful poll_ready() first; drive the service with ServiceExt::ready()",
             ErrorKind::BodyTooLargeToReplay => "the request needed a replay, but more of its body was sent than the replay buffer keeps; raise the replay buffer size or make the body replayable",
         }
+    }
+}
+
+/// `delivery` for a request whose headers went out; never sent otherwise.
+fn delivery_if(headers_sent: bool, delivery: Delivery) -> Delivery {
+    if headers_sent {
+        delivery
+    } else {
+        Delivery::NeverSent
     }
 }
 
