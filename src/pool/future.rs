@@ -110,10 +110,7 @@ where
                                         ErrorKind::PendingTimeout,
                                         Delivery::NeverSent,
                                     )
-                                    .with_detail(format!(
-                                        "waited {timeout:?} for {}",
-                                        origin.key()
-                                    ))),
+                                    .with_detail(origin.no_slot_detail(timeout))),
                                 }
                             }
                         },
