@@ -33,6 +33,9 @@ use tokio::net::TcpListener;
 /// The 24 bytes every HTTP/2 client connection starts with (RFC 9113 3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Every flow-control window starts here (RFC 9113 section 6.9.2).
+pub const DEFAULT_WINDOW: i64 = 65_535;
+
 /// Frame types (RFC 9113 section 6).
 pub mod kind {
     pub const DATA: u8 = 0x0;
@@ -152,6 +155,8 @@ impl RawServer {
                             buf: BytesMut::new(),
                         },
                         writer: FrameWriter { write },
+                        client_settings: Vec::new(),
+                        connection_window: DEFAULT_WINDOW,
                     };
                     if connection.read_preface().await.is_ok() {
                         let _ = script(connection).await;
@@ -199,6 +204,10 @@ pub struct RawConnection {
     index: u64,
     reader: FrameReader,
     writer: FrameWriter,
+    /// The client's SETTINGS so far, as (identifier, value).
+    client_settings: Vec<(u16, u32)>,
+    /// How much DATA the client's connection window lets us send now.
+    connection_window: i64,
 }
 
 impl RawConnection {
@@ -223,9 +232,47 @@ impl RawConnection {
         Ok(())
     }
 
-    /// The next frame, whatever it is.
+    /// The next frame, whatever it is. SETTINGS and connection-level
+    /// WINDOW_UPDATEs are noted on the way, for scripts that honour flow
+    /// control.
     pub async fn read_frame(&mut self) -> io::Result<Frame> {
-        self.reader.read_frame().await
+        let frame = self.reader.read_frame().await?;
+        match frame.kind {
+            kind::SETTINGS if !frame.has_flag(flag::ACK) => {
+                for setting in frame.payload.chunks_exact(6) {
+                    let id = u16::from_be_bytes([setting[0], setting[1]]);
+                    let value =
+                        u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+                    self.client_settings.push((id, value));
+                }
+            }
+            kind::WINDOW_UPDATE if frame.stream_id == 0 => {
+                self.connection_window += i64::from(frame.window_increment().unwrap_or(0));
+            }
+            _ => {}
+        }
+        Ok(frame)
+    }
+
+    /// The client's latest value for SETTINGS parameter `id`, if it sent one.
+    pub fn client_setting(&self, id: u16) -> Option<u32> {
+        self.client_settings
+            .iter()
+            .rev()
+            .find(|(setting, _)| *setting == id)
+            .map(|(_, value)| *value)
+    }
+
+    /// What the client's connection window lets us send now.
+    pub fn connection_window(&self) -> i64 {
+        self.connection_window
+    }
+
+    /// Sends DATA and charges it to the connection window (the caller keeps
+    /// the stream's window).
+    pub async fn send_data_counted(&mut self, stream: u32, data: &[u8]) -> io::Result<()> {
+        self.connection_window -= data.len() as i64;
+        self.writer.send_data(stream, data, false).await
     }
 
     /// The next frame that is not connection housekeeping: the client's
@@ -233,7 +280,7 @@ impl RawConnection {
     /// server must, and acknowledgements of ours are skipped.
     pub async fn next_frame(&mut self) -> io::Result<Frame> {
         loop {
-            let frame = self.reader.read_frame().await?;
+            let frame = self.read_frame().await?;
             if !self.answer_housekeeping(&frame).await? {
                 return Ok(frame);
             }
@@ -259,7 +306,7 @@ impl RawConnection {
     pub async fn handshake(&mut self, settings: &[(u16, u32)]) -> io::Result<()> {
         self.writer.send_settings(settings).await?;
         loop {
-            let frame = self.reader.read_frame().await?;
+            let frame = self.read_frame().await?;
             let first_ping = frame.kind == kind::PING && !frame.has_flag(flag::ACK);
             self.answer_housekeeping(&frame).await?;
             if first_ping {
@@ -427,6 +474,29 @@ impl FrameWriter {
             flags |= flag::END_STREAM;
         }
         self.send_frame(kind::HEADERS, flags, stream, block).await
+    }
+
+    /// A header block of any size: HEADERS, then as many CONTINUATIONs as
+    /// frames of `max_frame` bytes need.
+    pub async fn send_header_block(
+        &mut self,
+        stream: u32,
+        block: &[u8],
+        end_stream: bool,
+        max_frame: usize,
+    ) -> io::Result<()> {
+        let mut chunks = block.chunks(max_frame.max(1)).peekable();
+        let first = chunks.next().unwrap_or_default();
+        let mut flags = if end_stream { flag::END_STREAM } else { 0 };
+        if chunks.peek().is_none() {
+            flags |= flag::END_HEADERS;
+        }
+        self.send_frame(kind::HEADERS, flags, stream, first).await?;
+        while let Some(chunk) = chunks.next() {
+            self.send_continuation(stream, chunk, chunks.peek().is_none())
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn send_continuation(
