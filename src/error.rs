@@ -227,13 +227,14 @@ impl Error {
             .reason()
             .filter(|reason| err.is_library() && *reason != h2::Reason::NO_ERROR)
         {
-            // h2 ended the stream or the connection because the server broke
-            // the protocol (a malformed response, a flood, a window overflow):
-            // say so, rather than "reset" or "closed" as if the server chose to.
+            // h2 ended the stream or the connection over what the server sent
+            // (a malformed or oversized response, a flood, a window overflow):
+            // say so, rather than "reset" or "closed" as if the server had
+            // chosen to.
             let what = if err.is_reset() {
-                "the server's response broke HTTP/2 and h2 reset the stream"
+                "h2 rejected the server's response (malformed, or over a limit such as max_header_list_size) and reset the stream"
             } else {
-                "the server broke HTTP/2 and h2 closed the connection"
+                "h2 closed the connection over what the server sent (a protocol violation, or more than this client's limits allow)"
             };
             return Error::new(
                 ErrorKind::Protocol,
@@ -242,7 +243,20 @@ impl Error {
             .with_detail(format!("{what} with {reason:?} ({err})"))
             .with_source(err);
         } else if err.is_reset() {
-            (ErrorKind::StreamReset, Delivery::MaybeProcessed)
+            let error = Error::new(
+                ErrorKind::StreamReset,
+                delivery_if(headers_sent, Delivery::MaybeProcessed),
+            );
+            return match (err.reason(), remote) {
+                (Some(reason), true) => {
+                    error.with_detail(format!("the server reset it with {reason:?}"))
+                }
+                (Some(reason), false) => {
+                    error.with_detail(format!("this client reset it with {reason:?}"))
+                }
+                (None, _) => error,
+            }
+            .with_source(err);
         } else if err.is_io() || err.is_go_away() {
             // The connection died under a stream the server may have begun.
             (ErrorKind::ConnectionClosed, Delivery::MaybeProcessed)

@@ -391,6 +391,15 @@ impl OriginPool {
                 drop(state);
                 tokio::spawn(watch(self.this.clone(), handle));
             }
+            Err(error) if error.kind() == ErrorKind::UnsupportedScheme => {
+                // Not a failure that waiting cures: no backoff, so every
+                // request learns at once that the scheme is not served.
+                self.counters
+                    .connect_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                state.connect_failures += 1;
+                state.last_connect_error = Some(error.into_shared());
+            }
             Err(error) => {
                 self.counters
                     .connect_failures
