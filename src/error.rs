@@ -229,20 +229,47 @@ impl Error {
             (ErrorKind::GoAway, Delivery::Refused)
         } else if err.is_reset() && remote && err.reason() == Some(h2::Reason::REFUSED_STREAM) {
             (ErrorKind::Refused, Delivery::Refused)
+        } else if let Some(reason) = err
+            .reason()
+            .filter(|reason| err.is_library() && *reason != h2::Reason::NO_ERROR)
+        {
+            // h2 ended the stream or the connection over what the server sent
+            // (a malformed or oversized response, a flood, a window overflow):
+            // say so, rather than "reset" or "closed" as if the server had
+            // chosen to.
+            let what = if err.is_reset() {
+                "h2 rejected the server's response (malformed, or over a limit such as max_header_list_size) and reset the stream"
+            } else {
+                "h2 closed the connection over what the server sent (a protocol violation, or more than this client's limits allow)"
+            };
+            return Error::new(
+                ErrorKind::Protocol,
+                delivery_if(headers_sent, Delivery::MaybeProcessed),
+            )
+            .with_detail(format!("{what} with {reason:?} ({err})"))
+            .with_source(err);
         } else if err.is_reset() {
-            (ErrorKind::StreamReset, Delivery::MaybeProcessed)
+            let error = Error::new(
+                ErrorKind::StreamReset,
+                delivery_if(headers_sent, Delivery::MaybeProcessed),
+            );
+            return match (err.reason(), remote) {
+                (Some(reason), true) => {
+                    error.with_detail(format!("the server reset it with {reason:?}"))
+                }
+                (Some(reason), false) => {
+                    error.with_detail(format!("this client reset it with {reason:?}"))
+                }
+                (None, _) => error,
+            }
+            .with_source(err);
         } else if err.is_io() || err.is_go_away() {
             // The connection died under a stream the server may have begun.
             (ErrorKind::ConnectionClosed, Delivery::MaybeProcessed)
         } else {
             (ErrorKind::Protocol, Delivery::MaybeProcessed)
         };
-        let delivery = if headers_sent {
-            delivery
-        } else {
-            Delivery::NeverSent
-        };
-        Error::new(kind, delivery).with_source(err)
+        Error::new(kind, delivery_if(headers_sent, delivery)).with_source(err)
     }
 
     /// What went wrong.
@@ -350,6 +377,15 @@ impl Error {
             ErrorKind::BodyTooLargeToReplay => "the request needed a replay, but more of its body was sent than the replay buffer keeps; raise the replay buffer size or make the body replayable",
             ErrorKind::ConnectionLayer => "the pool's per-connection layer failed the request",
         }
+    }
+}
+
+/// `delivery` for a request whose headers went out; never sent otherwise.
+fn delivery_if(headers_sent: bool, delivery: Delivery) -> Delivery {
+    if headers_sent {
+        delivery
+    } else {
+        Delivery::NeverSent
     }
 }
 

@@ -38,6 +38,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_FRAME_SIZE: u32 = 16 * 1024;
 const MAX_FRAME_SIZE: u32 = (1 << 24) - 1;
 const MAX_WINDOW_SIZE: u32 = (1 << 31) - 1;
+// h2's client builder asserts this bound.
+const MAX_SEND_BUFFER_SIZE: usize = u32::MAX as usize;
 
 impl Default for Http2Settings {
     fn default() -> Self {
@@ -91,9 +93,9 @@ impl Http2Settings {
     }
 
     /// How much request body h2 buffers per stream before the pump waits.
-    /// Default [`DEFAULT_MAX_SEND_BUFFER_SIZE`].
+    /// Clamped to 1..=4 GiB-1 (h2 panics above). Default [`DEFAULT_MAX_SEND_BUFFER_SIZE`].
     pub fn max_send_buffer_size(mut self, size: usize) -> Self {
-        self.max_send_buffer_size = size.max(1);
+        self.max_send_buffer_size = size.clamp(1, MAX_SEND_BUFFER_SIZE);
         self
     }
 

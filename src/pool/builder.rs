@@ -133,9 +133,11 @@ impl Builder {
 
     /// How many requests may wait for a stream slot per origin before more
     /// fail at once with [`ErrorKind::PendingLimit`](crate::ErrorKind::PendingLimit).
+    /// Zero is taken as one: a request waits while the first connection
+    /// opens, so with none allowed to wait no connection would ever open.
     /// Default 1024.
     pub fn max_pending_requests(mut self, max: usize) -> Self {
-        self.config.max_pending_requests = max;
+        self.config.max_pending_requests = max.max(1);
         self
     }
 

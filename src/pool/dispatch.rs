@@ -242,10 +242,7 @@ where
                                         ErrorKind::PendingTimeout,
                                         Delivery::NeverSent,
                                     )
-                                    .with_detail(format!(
-                                        "waited {timeout:?} for {}",
-                                        origin.key()
-                                    ))),
+                                    .with_detail(origin.no_slot_detail(timeout))),
                                 }
                             }
                         },

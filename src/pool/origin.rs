@@ -325,6 +325,12 @@ impl OriginPool {
         if state.next_connect_at.is_some_and(|at| Instant::now() < at) {
             return false;
         }
+        if open > 0 && allows_no_streams(state) {
+            // A server that allows no streams on the connections it has will
+            // not allow any on another: wait for it to raise the limit, up to
+            // the pending timeout, rather than open connection after connection.
+            return false;
+        }
         if state.connecting == 0 {
             return true;
         }
@@ -403,6 +409,15 @@ impl OriginPool {
                 drop(state);
                 tokio::spawn(watch(self.this.clone(), handle));
             }
+            Err(error) if error.kind() == ErrorKind::UnsupportedScheme => {
+                // Not a failure that waiting cures: no backoff, so every
+                // request learns at once that the scheme is not served.
+                self.counters
+                    .connect_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                state.connect_failures += 1;
+                state.last_connect_error = Some(error.into_shared());
+            }
             Err(error) => {
                 self.counters
                     .connect_failures
@@ -477,6 +492,19 @@ impl OriginPool {
         streams + state.waiting
     }
 
+    /// Why a request found no stream slot in `waited`, for its error.
+    pub(crate) fn no_slot_detail(&self, waited: Duration) -> String {
+        let state = lock(&self.state);
+        if !state.connections.is_empty() && allows_no_streams(&state) {
+            format!(
+                "waited {waited:?} for {}, whose server allows no streams (SETTINGS_MAX_CONCURRENT_STREAMS 0)",
+                self.key
+            )
+        } else {
+            format!("waited {waited:?} for {}", self.key)
+        }
+    }
+
     pub(crate) fn record_request(&self) {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -525,6 +553,14 @@ impl fmt::Debug for OriginPool {
             .field("origin", &self.key)
             .finish()
     }
+}
+
+/// Whether every open connection has a stream limit of zero.
+fn allows_no_streams(state: &OriginState) -> bool {
+    state
+        .connections
+        .iter()
+        .all(|connection| connection.handle().max_streams() == 0)
 }
 
 async fn connect(

@@ -2,7 +2,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connection::{ConnectionHandle, Phase};
+use crate::connection::{CloseReason, ConnectionHandle, Phase};
 use crate::error::ErrorKind;
 
 /// PING after 30 s of silence from the server.
@@ -114,11 +114,38 @@ async fn run(handle: ConnectionHandle, mut ping_pong: h2::PingPong, keep_alive: 
             }
         }
     }
-    let too_many_pings = handle.close_reason().is_some_and(|reason| {
+    let too_many_pings = recorded_close_reason(&handle).await.is_some_and(|reason| {
         reason.h2_reason == Some(h2::Reason::ENHANCE_YOUR_CALM)
             && reason.detail.contains("too_many_pings")
     });
     if too_many_pings {
         keep_alive.slow_down();
+    }
+}
+
+/// Why the connection closed, once its driver has said so. h2 fails our
+/// PING as it lets go of the connection, a moment before the driver task
+/// records the GOAWAY that ended it; reading the reason at once could miss
+/// a "too_many_pings".
+async fn recorded_close_reason(handle: &ConnectionHandle) -> Option<CloseReason> {
+    let recorded = async {
+        loop {
+            let phase_changed = handle.phase_changed_notify().notified();
+            tokio::pin!(phase_changed);
+            phase_changed.as_mut().enable();
+            if handle.phase() == Phase::Closed {
+                // The reason is stored before the phase change is announced.
+                if let Some(reason) = handle.close_reason() {
+                    return reason;
+                }
+            }
+            phase_changed.await;
+        }
+    };
+    // The driver records it within microseconds; the bound only guards
+    // against a connection closed by some path that records nothing.
+    match tokio::time::timeout(Duration::from_secs(1), recorded).await {
+        Ok(reason) => Some(reason),
+        Err(_) => handle.close_reason(),
     }
 }

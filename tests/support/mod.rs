@@ -2,6 +2,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod nginx;
+pub mod raw;
 pub mod server;
 
 use std::time::Duration;

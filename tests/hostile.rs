@@ -1,0 +1,522 @@
+//! Servers that break HTTP/2 on purpose. Each case ends the request with a
+//! typed error (or is held within h2's limits), never a panic or a hang,
+//! and the pool keeps serving its other origins.
+
+mod support;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2pool::connection::Http2Settings;
+use h2pool::{Delivery, Error, ErrorKind, Pool};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use support::raw::{code, hpack, kind, setting, RawConnection, RawServer, DEFAULT_WINDOW};
+use support::{body_bytes, get, ServerConfig, TestServer};
+use tower::ServiceExt;
+
+/// Long enough for any case here on a loaded machine; a hang fails the test.
+const ENDS_WITHIN: Duration = Duration::from_secs(20);
+
+/// A hostile origin running `script`, a healthy one, and one pool for both.
+struct Setup {
+    hostile: RawServer,
+    healthy: TestServer,
+    pool: Pool,
+}
+
+async fn setup<F, Fut>(builder: h2pool::Builder, script: F) -> Setup
+where
+    F: Fn(RawConnection) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    support::init_tracing();
+    let healthy = TestServer::start(ServerConfig::default()).await;
+    let pool = builder.build();
+    // A connection to the healthy origin before the trouble starts: it must
+    // survive the hostile one.
+    let response = pool
+        .clone()
+        .oneshot(get(healthy.url("/")))
+        .await
+        .expect("healthy origin");
+    body_bytes(response).await.expect("healthy body");
+    Setup {
+        hostile: RawServer::start(script).await,
+        healthy,
+        pool,
+    }
+}
+
+impl Setup {
+    /// A GET to the hostile origin that must end, one way or the other.
+    async fn request_hostile(&self, path: &str) -> Result<http::Response<h2pool::Body>, Error> {
+        tokio::time::timeout(
+            ENDS_WITHIN,
+            self.pool.clone().oneshot(get(self.hostile.url(path))),
+        )
+        .await
+        .expect("the request ends instead of hanging")
+    }
+
+    async fn fail_hostile(&self, path: &str) -> Error {
+        let error = self
+            .request_hostile(path)
+            .await
+            .expect_err("a hostile server's answer is an error");
+        eprintln!("{path}: {error} / {error:?}");
+        error
+    }
+
+    /// The healthy origin still answers, on the connection it had.
+    async fn assert_healthy_origin_serves(&self) {
+        let response = tokio::time::timeout(
+            ENDS_WITHIN,
+            self.pool.clone().oneshot(get(self.healthy.url("/"))),
+        )
+        .await
+        .expect("the healthy origin answers in time")
+        .expect("the healthy origin answers");
+        assert_eq!(body_bytes(response).await.unwrap(), "ok");
+        assert_eq!(self.healthy.connections_accepted(), 1);
+    }
+}
+
+/// Handshake, wait for a request, then hand over to `then`.
+fn on_request<F, Fut>(
+    then: F,
+) -> impl Fn(RawConnection) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>
+       + Send
+       + Sync
+       + 'static
+where
+    F: Fn(RawConnection, u32) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    move |mut conn: RawConnection| {
+        let then = then.clone();
+        Box::pin(async move {
+            conn.handshake(&[]).await?;
+            let stream = conn.next_request().await?;
+            then(conn, stream).await
+        })
+    }
+}
+
+/// A request body that never ends, so the stream's sending side stays open.
+fn endless_request_body() -> impl http_body::Body<Data = Bytes, Error = Infallible> + Send + 'static
+{
+    StreamBody::new(futures_util::stream::pending::<
+        Result<Frame<Bytes>, Infallible>,
+    >())
+}
+
+/// What every connection-level protocol error here must look like: the
+/// server broke HTTP/2, the request had gone out, and the words say so.
+fn assert_server_broke_the_protocol(error: &Error, reason: h2::Reason) {
+    assert_eq!(error.kind(), ErrorKind::Protocol, "{error:?}");
+    assert_eq!(error.delivery(), Delivery::MaybeProcessed, "{error:?}");
+    assert_eq!(error.reason(), Some(reason), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("h2 closed the connection over what the server sent"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{reason:?}")), "{text}");
+}
+
+#[tokio::test]
+async fn response_headers_over_max_header_list_size_fail_that_stream_and_the_connection_serves_on()
+{
+    let setup = setup(
+        Pool::builder(),
+        on_request(|mut conn, stream| async move {
+            // 20 KiB of headers against our 16 KiB limit, split into frames
+            // of the default 16 KiB maximum frame size.
+            let big = "a".repeat(20 * 1024);
+            let block = hpack(&[(":status", "200"), ("x-big", &big)]);
+            conn.send_header_block(stream, &block, true, 16 * 1024)
+                .await?;
+            conn.serve_ok().await
+        }),
+    )
+    .await;
+    let error = setup.fail_hostile("/").await;
+    assert_eq!(error.kind(), ErrorKind::Protocol, "{error:?}");
+    assert_eq!(error.delivery(), Delivery::MaybeProcessed);
+    assert!(error.h2().is_some_and(h2::Error::is_reset), "{error:?}");
+    assert!(
+        error.to_string().contains("max_header_list_size"),
+        "{error}"
+    );
+    // Only the stream failed: the same connection answers the next request.
+    let response = setup
+        .request_hostile("/")
+        .await
+        .expect("the connection serves on");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    assert_eq!(setup.hostile.connections_accepted(), 1);
+    setup.assert_healthy_origin_serves().await;
+}
+
+#[tokio::test]
+async fn a_continuation_flood_is_cut_off_with_enhance_your_calm() {
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let setup = setup(
+        Pool::builder(),
+        on_request(move |conn, stream| {
+            let counter = counter.clone();
+            async move {
+                let (reader, mut writer) = conn.into_parts();
+                tokio::spawn(reader.discard_all());
+                writer
+                    .send_frame(kind::HEADERS, 0, stream, &hpack(&[(":status", "200")]))
+                    .await?;
+                let fragment = hpack(&[("x-flood", "0123456789")]);
+                for _ in 0..100_000 {
+                    writer.send_continuation(stream, &fragment, false).await?;
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(())
+            }
+        }),
+    )
+    .await;
+    let error = setup.fail_hostile("/").await;
+    assert_server_broke_the_protocol(&error, h2::Reason::ENHANCE_YOUR_CALM);
+    // h2 gave up long before the flood's end (its cap is a handful of frames
+    // per header list; the rest is what the socket buffers held).
+    assert!(sent.load(Ordering::SeqCst) < 100_000);
+    setup.assert_healthy_origin_serves().await;
+}
+
+#[tokio::test]
+async fn a_settings_flood_is_acknowledged_and_the_response_still_arrives() {
+    let setup = setup(
+        Pool::builder(),
+        on_request(|conn, stream| async move {
+            let (reader, mut writer) = conn.into_parts();
+            tokio::spawn(reader.discard_all());
+            for _ in 0..50_000 {
+                writer
+                    .send_settings(&[(setting::MAX_CONCURRENT_STREAMS, 100)])
+                    .await?;
+            }
+            writer
+                .send_headers(stream, &hpack(&[(":status", "200")]), true)
+                .await
+        }),
+    )
+    .await;
+    // h2 answers each with an ACK, reading no further while one is unsent,
+    // so the flood costs the client no memory; it is not an error.
+    let response = setup
+        .request_hostile("/")
+        .await
+        .expect("the response after the flood");
+    assert_eq!(response.status(), 200);
+    setup.assert_healthy_origin_serves().await;
+}
+
+#[tokio::test]
+async fn a_ping_flood_is_answered_and_the_response_still_arrives() {
+    let setup = setup(
+        Pool::builder(),
+        on_request(|conn, stream| async move {
+            let (reader, mut writer) = conn.into_parts();
+            tokio::spawn(reader.discard_all());
+            for i in 0..50_000u64 {
+                writer.send_ping(false, &i.to_be_bytes()).await?;
+            }
+            writer
+                .send_headers(stream, &hpack(&[(":status", "200")]), true)
+                .await
+        }),
+    )
+    .await;
+    // As with SETTINGS: one PONG pending at a time, then backpressure.
+    let response = setup
+        .request_hostile("/")
+        .await
+        .expect("the response after the flood");
+    assert_eq!(response.status(), 200);
+    setup.assert_healthy_origin_serves().await;
+}
+
+#[tokio::test]
+async fn a_connection_window_update_past_2_31_minus_1_is_a_flow_control_error() {
+    let setup = setup(
+        Pool::builder(),
+        on_request(|mut conn, _stream| async move {
+            // The window starts at 65,535: one more maximal increment overflows it.
+            conn.send_window_update(0, 0x7fff_ffff).await?;
+            conn.serve_ok().await
+        }),
+    )
+    .await;
+    let error = setup.fail_hostile("/").await;
+    assert_server_broke_the_protocol(&error, h2::Reason::FLOW_CONTROL_ERROR);
+    setup.assert_healthy_origin_serves().await;
+}
+
+#[tokio::test]
+async fn a_stream_window_update_past_2_31_minus_1_resets_that_stream() {
+    let setup = setup(
+        Pool::builder(),
+        on_request(|mut conn, stream| async move {
+            conn.send_window_update(stream, 0x7fff_ffff).await?;
+            conn.respond_ok(stream, b"ok").await?;
+            conn.serve_ok().await
+        }),
+    )
+    .await;
+    let request = http::Request::post(setup.hostile.url("/upload"))
+        .body(endless_request_body())
+        .unwrap();
+    let outcome = tokio::time::timeout(ENDS_WITHIN, setup.pool.clone().oneshot(request))
+        .await
+        .expect("the request ends instead of hanging");
+    let error = outcome.expect_err("the overflow ends the stream");
+    eprintln!("{error} / {error:?}");
+    assert_eq!(error.kind(), ErrorKind::Protocol, "{error:?}");
+    assert_eq!(
+        error.reason(),
+        Some(h2::Reason::FLOW_CONTROL_ERROR),
+        "{error:?}"
+    );
+    setup.assert_healthy_origin_serves().await;
+}
+
+#[tokio::test]
+async fn a_malformed_status_is_a_protocol_error() {
+    let setup = setup(
+        Pool::builder(),
+        on_request(|mut conn, stream| async move {
+            conn.send_headers(stream, &hpack(&[(":status", "99x")]), true)
+                .await?;
+            conn.serve_ok().await
+        }),
+    )
+    .await;
+    let error = setup.fail_hostile("/").await;
+    assert_server_broke_the_protocol(&error, h2::Reason::PROTOCOL_ERROR);
+    setup.assert_healthy_origin_serves().await;
+}
+
+#[tokio::test]
+async fn a_request_pseudo_header_in_a_response_never_reaches_the_caller() {
+    let setup = setup(
+        Pool::builder(),
+        on_request(|mut conn, stream| async move {
+            let block = hpack(&[(":status", "200"), (":method", "GET"), ("x-real", "1")]);
+            conn.send_headers(stream, &block, true).await?;
+            conn.serve_ok().await
+        }),
+    )
+    .await;
+    // RFC 9113 calls this response malformed; h2 0.4 drops the stray
+    // pseudo-header instead of failing the stream. Either way the caller
+    // must never see it as a header.
+    let response = setup
+        .request_hostile("/")
+        .await
+        .expect("h2 is lenient here");
+    assert_eq!(response.status(), 200);
+    assert!(response
+        .headers()
+        .keys()
+        .all(|name| !name.as_str().starts_with(':')));
+    assert_eq!(response.headers()["x-real"], "1");
+    setup.assert_healthy_origin_serves().await;
+}
+
+#[tokio::test]
+async fn response_headers_on_a_stream_never_opened_are_a_protocol_error() {
+    let setup = setup(
+        Pool::builder(),
+        on_request(|mut conn, stream| async move {
+            conn.send_headers(stream + 2, &hpack(&[(":status", "200")]), true)
+                .await?;
+            conn.serve_ok().await
+        }),
+    )
+    .await;
+    let error = setup.fail_hostile("/").await;
+    assert_server_broke_the_protocol(&error, h2::Reason::PROTOCOL_ERROR);
+    setup.assert_healthy_origin_serves().await;
+}
+
+#[tokio::test]
+async fn max_concurrent_streams_zero_fails_at_the_pending_timeout_on_one_connection() {
+    let setup = setup(
+        Pool::builder().pending_timeout(Some(Duration::from_millis(500))),
+        |mut conn: RawConnection| async move {
+            conn.handshake(&[(setting::MAX_CONCURRENT_STREAMS, 0)])
+                .await?;
+            conn.serve_ok().await
+        },
+    )
+    .await;
+    let error = setup.fail_hostile("/").await;
+    assert_eq!(error.kind(), ErrorKind::PendingTimeout, "{error:?}");
+    assert!(error.is_never_sent());
+    assert!(
+        error
+            .to_string()
+            .contains("SETTINGS_MAX_CONCURRENT_STREAMS 0"),
+        "{error}"
+    );
+    // Another connection would get the same answer: the pool keeps one.
+    assert_eq!(setup.hostile.connections_accepted(), 1);
+    setup.assert_healthy_origin_serves().await;
+}
+
+#[tokio::test]
+async fn a_server_that_never_sends_settings_fails_the_handshake_at_its_timeout() {
+    let settings = Http2Settings::default().handshake_timeout(Duration::from_millis(300));
+    let setup = setup(
+        Pool::builder().http2(settings),
+        |conn: RawConnection| async move {
+            // Reads everything, says nothing.
+            conn.into_parts().0.discard_all().await;
+            Ok(())
+        },
+    )
+    .await;
+    let error = setup.fail_hostile("/").await;
+    assert_eq!(error.kind(), ErrorKind::Handshake, "{error:?}");
+    assert!(error.is_never_sent());
+    assert!(error.to_string().contains("no SETTINGS"), "{error}");
+    setup.assert_healthy_origin_serves().await;
+}
+
+/// An endless body sent as fast as the client's windows allow; counts
+/// what went out and whether the client cancelled.
+#[derive(Clone, Default)]
+struct EndlessBody {
+    sent: Arc<AtomicU64>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl EndlessBody {
+    async fn serve(self, mut conn: RawConnection, stream: u32) -> std::io::Result<()> {
+        conn.send_headers(stream, &hpack(&[(":status", "200")]), false)
+            .await?;
+        let chunk = vec![b'x'; 16 * 1024];
+        let mut stream_window = i64::from(
+            conn.client_setting(setting::INITIAL_WINDOW_SIZE)
+                .unwrap_or(DEFAULT_WINDOW as u32),
+        );
+        loop {
+            let window = stream_window.min(conn.connection_window());
+            if window > 0 {
+                let len = chunk.len().min(window as usize);
+                conn.send_data_counted(stream, &chunk[..len]).await?;
+                stream_window -= len as i64;
+                self.sent.fetch_add(len as u64, Ordering::SeqCst);
+                continue;
+            }
+            let frame = conn.next_frame().await?;
+            match frame.kind {
+                kind::WINDOW_UPDATE if frame.stream_id == stream => {
+                    stream_window += i64::from(frame.window_increment().unwrap_or(0));
+                }
+                kind::RST_STREAM if frame.stream_id == stream => {
+                    assert_eq!(frame.error_code(), Some(code::CANCEL));
+                    self.cancelled.store(true, Ordering::SeqCst);
+                    return conn.serve_ok().await;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_endless_body_is_held_to_the_stream_window_until_read_and_dropping_it_cancels() {
+    const WINDOW: u32 = 64 * 1024;
+    let body = EndlessBody::default();
+    let server_side = body.clone();
+    let setup = setup(
+        Pool::builder().initial_stream_window_size(WINDOW),
+        on_request(move |conn, stream| server_side.clone().serve(conn, stream)),
+    )
+    .await;
+    let response = setup.request_hostile("/").await.expect("the headers");
+    let mut response_body = response.into_body();
+
+    // Not reading: the server fills the stream window, and no more.
+    assert!(
+        support::eventually(ENDS_WITHIN, || body.sent.load(Ordering::SeqCst)
+            == u64::from(WINDOW))
+        .await,
+        "the server sent {} bytes",
+        body.sent.load(Ordering::SeqCst)
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(body.sent.load(Ordering::SeqCst), u64::from(WINDOW));
+
+    // Reading 1 MiB lets it send that much more, never more than one
+    // window ahead of what was read.
+    let mut read = 0u64;
+    while read < 1024 * 1024 {
+        let frame = response_body
+            .frame()
+            .await
+            .expect("more body")
+            .expect("body data");
+        read += frame.data_ref().map_or(0, |data| data.len() as u64);
+        assert!(body.sent.load(Ordering::SeqCst) <= read + u64::from(WINDOW));
+    }
+
+    drop(response_body);
+    assert!(
+        support::eventually(ENDS_WITHIN, || body.cancelled.load(Ordering::SeqCst)).await,
+        "dropping the body resets the stream with CANCEL"
+    );
+    assert!(body.sent.load(Ordering::SeqCst) <= read + u64::from(WINDOW));
+    // The connection outlives the cancelled stream.
+    let response = setup
+        .request_hostile("/")
+        .await
+        .expect("the connection serves on");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    assert_eq!(setup.hostile.connections_accepted(), 1);
+    setup.assert_healthy_origin_serves().await;
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_the_stream_window_is_a_flow_control_error() {
+    let setup = setup(
+        Pool::builder().initial_stream_window_size(64 * 1024),
+        on_request(|mut conn, stream| async move {
+            conn.send_headers(stream, &hpack(&[(":status", "200")]), false)
+                .await?;
+            let chunk = vec![b'x'; 16 * 1024];
+            // Twice the window, without waiting for WINDOW_UPDATE.
+            for _ in 0..8 {
+                conn.send_data(stream, &chunk, false).await?;
+            }
+            conn.serve_ok().await
+        }),
+    )
+    .await;
+    let response = setup.request_hostile("/").await.expect("the headers");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let error = body_bytes(response)
+        .await
+        .expect_err("the body ends with an error");
+    eprintln!("{error} / {error:?}");
+    assert_eq!(
+        error.reason(),
+        Some(h2::Reason::FLOW_CONTROL_ERROR),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), ErrorKind::Protocol, "{error:?}");
+    setup.assert_healthy_origin_serves().await;
+}
