@@ -22,6 +22,9 @@
 //! - e. gRPC unary at concurrency 64: tonic's `Grpc` over h2pool's
 //!   `OriginService` against tonic's `Channel`
 //!
+//! A request that takes more than 2 s counts as failed (so a client that
+//! loses a request cannot hang the run).
+//!
 //! Allocations per request count every allocation in the process (client
 //! and server) while a measurement runs, divided by the requests it
 //! completed; the server's share is the same for every client, so the
@@ -188,6 +191,9 @@ impl Measurement {
     }
 }
 
+/// How long one request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Runs `workload` from `concurrency` tasks: a warm-up, then a measured
 /// window. A request counts when it finishes inside the window.
 async fn measure<W: Workload>(workload: W, concurrency: usize, settings: &Settings) -> Measurement {
@@ -207,7 +213,13 @@ async fn measure<W: Workload>(workload: W, concurrency: usize, settings: &Settin
                 };
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let outcome = workload.once().await;
+                    // A client that loses a request (hyper-util has, after a
+                    // GOAWAY) must not hang the run: that is a failure too.
+                    let outcome = tokio::time::timeout(REQUEST_TIMEOUT, workload.once())
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!("no response within {REQUEST_TIMEOUT:?}").into())
+                        });
                     if !measuring.load(Ordering::Relaxed) {
                         continue;
                     }
