@@ -190,6 +190,26 @@ async fn one_pool_serves_many_origins_and_reports_each() {
     assert_eq!(stats.total().requests, 3);
 }
 
+#[tokio::test]
+async fn one_pool_handle_alternating_origins_sends_each_request_to_its_own() {
+    // The same handle, not clones: it remembers the last origin it used,
+    // and must not send to it a request for another.
+    let first = TestServer::start(ServerConfig::default()).await;
+    let second = TestServer::start(ServerConfig::default()).await;
+    let mut pool = Pool::new();
+    for server in [&first, &second, &first, &second, &second] {
+        let response = ServiceExt::<http::Request<Empty<Bytes>>>::ready(&mut pool)
+            .await
+            .expect("the pool is always ready")
+            .call(get(server.url("/")))
+            .await
+            .expect("response");
+        body_bytes(response).await.expect("body");
+    }
+    let requests = |server: &TestServer| server.counters().requests.load(Ordering::SeqCst);
+    assert_eq!((requests(&first), requests(&second)), (2, 3));
+}
+
 #[test]
 fn pool_and_origin_service_are_clone_send_sync_and_errors_box() {
     fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}

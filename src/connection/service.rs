@@ -215,11 +215,21 @@ impl Connection {
             }
             self.handle
                 .set_peer_max_streams(self.send.current_max_send_streams());
+            // Look before registering for wake-ups: usually a slot is free,
+            // and registering boxes a `Notified` and locks the `Notify` the
+            // whole origin shares, to enter its list and to leave it.
+            if self.waiter.is_none() {
+                if let Some(slot) = self.handle.try_reserve() {
+                    self.slot = Some(slot);
+                    continue;
+                }
+            }
             let notify = self.handle.notify();
             let waiter = self
                 .waiter
                 .get_or_insert_with(|| Box::pin(notify.clone().notified_owned()));
-            // Register before looking, so a slot freed in between still wakes us.
+            // Registered now: look again, so a slot freed since the first
+            // look still wakes us.
             waiter.as_mut().enable();
             if let Some(slot) = self.handle.try_reserve() {
                 self.slot = Some(slot);

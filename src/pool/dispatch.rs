@@ -22,9 +22,24 @@ use crate::error::{BoxError, Delivery, Error, ErrorKind};
 #[derive(Clone)]
 pub(crate) enum Dispatch {
     /// Any origin, found from each request's URI; always ready.
-    AnyOrigin(Arc<Shared>),
+    AnyOrigin {
+        shared: Arc<Shared>,
+        /// The origin of the last request sent through this service (or the
+        /// one it was cloned from). Most services send to one origin over
+        /// and over; comparing the URI with this one costs far less than
+        /// hashing its authority (case-insensitively, byte by byte) for the
+        /// shared map, and takes no lock. Origins are never removed from the
+        /// pool, so a cached one stays valid.
+        last: Option<Arc<OriginPool>>,
+    },
     /// One origin, with an honest `poll_ready`.
     Origin(OriginDispatch),
+}
+
+impl Dispatch {
+    pub(crate) fn any_origin(shared: Arc<Shared>) -> Self {
+        Dispatch::AnyOrigin { shared, last: None }
+    }
 }
 
 impl<B> Service<Request<B>> for Dispatch
@@ -39,19 +54,26 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         match self {
-            Dispatch::AnyOrigin(_) => Poll::Ready(Ok(())),
+            Dispatch::AnyOrigin { .. } => Poll::Ready(Ok(())),
             Dispatch::Origin(origin) => origin.poll_ready::<B>(cx),
         }
     }
 
     fn call(&mut self, request: Request<B>) -> DispatchFuture<B> {
         match self {
-            Dispatch::AnyOrigin(shared) => match shared.origin_pool(request.uri()) {
-                Ok(origin) => {
-                    DispatchFuture::acquiring(origin, request, shared.config.pending_timeout)
-                }
-                Err(error) => DispatchFuture::failed(error.with_request(request)),
-            },
+            Dispatch::AnyOrigin { shared, last } => {
+                let cached = last
+                    .as_ref()
+                    .filter(|origin| origin.key().matches(request.uri()));
+                let origin = match cached {
+                    Some(origin) => origin.clone(),
+                    None => match shared.origin_pool(request.uri()) {
+                        Ok(origin) => last.insert(origin).clone(),
+                        Err(error) => return DispatchFuture::failed(error.with_request(request)),
+                    },
+                };
+                DispatchFuture::acquiring(origin, request, shared.config.pending_timeout)
+            }
             Dispatch::Origin(origin) => origin.call(request),
         }
     }

@@ -48,6 +48,17 @@ impl OriginKey {
         }
     }
 
+    /// Returns true if `uri` is on this origin (without copying its parts).
+    pub(crate) fn matches(&self, uri: &Uri) -> bool {
+        let same_authority = uri.authority().is_some_and(|authority| {
+            // Byte-equal is the common case and a plain memcmp; `Authority`'s
+            // own `==` ignores ASCII case byte by byte, which costs several
+            // times more per request.
+            authority.as_str() == self.authority.as_str() || *authority == self.authority
+        });
+        same_authority && uri.scheme() == Some(&self.scheme)
+    }
+
     pub(crate) fn scheme(&self) -> &Scheme {
         &self.scheme
     }
@@ -192,11 +203,15 @@ impl OriginPool {
         B::Error: Into<BoxError>,
     {
         loop {
-            let notified = waiter
-                .notified
-                .get_or_insert_with(|| Box::pin(self.notify.clone().notified_owned()));
-            // Register first, so capacity that appears while we look wakes us.
-            notified.as_mut().enable();
+            // Most requests find a free slot at the first look, so they look
+            // before registering for wake-ups: registering boxes a `Notified`
+            // and locks the origin's `Notify` (shared by every request and
+            // connection of the origin) to enter and again to leave its list.
+            // A request that finds nothing registers, then looks again
+            // before it sleeps, so capacity freed in between still wakes it.
+            if let Some(notified) = waiter.notified.as_mut() {
+                notified.as_mut().enable();
+            }
             {
                 let mut state = lock(&self.state);
                 let seen_failures = *waiter.seen_failures.get_or_insert(state.connect_failures);
@@ -236,6 +251,7 @@ impl OriginPool {
                 }
             }
             let Some(notified) = waiter.notified.as_mut() else {
+                waiter.notified = Some(Box::pin(self.notify.clone().notified_owned()));
                 continue;
             };
             match notified.as_mut().poll(cx) {

@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 
 use bytes::Buf;
@@ -16,7 +16,6 @@ use super::future::ResponseFuture;
 use super::origin::{OriginKey, OriginPool};
 use super::stats::PoolStats;
 use crate::body::Body;
-use crate::connection::lock;
 use crate::connector::BoxedConnector;
 use crate::error::{BoxError, Error};
 use crate::readiness::ReadinessLayer;
@@ -62,7 +61,10 @@ pub(crate) struct Shared {
     readiness: ReadinessLayer,
     // One for all origins, so one budget bounds the pool's replays.
     replay: ReplayLayer,
-    origins: Mutex<HashMap<OriginKey, Arc<OriginPool>>>,
+    // Read on every request that misses its service's last-origin cache,
+    // written once per new origin: a read-write lock keeps requests to
+    // different origins from queueing on each other.
+    origins: RwLock<HashMap<OriginKey, Arc<OriginPool>>>,
 }
 
 impl Pool {
@@ -90,9 +92,9 @@ impl Pool {
             config: Arc::new(config),
             connector,
             replay,
-            origins: Mutex::new(HashMap::new()),
+            origins: RwLock::new(HashMap::new()),
         });
-        let service = shared.replay.layer(Dispatch::AnyOrigin(shared.clone()));
+        let service = shared.replay.layer(Dispatch::any_origin(shared.clone()));
         Pool { shared, service }
     }
 
@@ -122,7 +124,11 @@ impl Pool {
     /// A snapshot of connections, streams, requests and errors per origin,
     /// and of replays.
     pub fn stats(&self) -> PoolStats {
-        let origins = lock(&self.shared.origins);
+        let origins = self
+            .shared
+            .origins
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         PoolStats {
             origins: origins.values().map(|origin| origin.stats()).collect(),
             replay: self.shared.replay.stats(),
@@ -133,7 +139,13 @@ impl Pool {
 impl Shared {
     pub(crate) fn origin_pool(&self, uri: &Uri) -> Result<Arc<OriginPool>, Error> {
         let key = OriginKey::from_uri(uri)?;
-        let mut origins = lock(&self.origins);
+        let known = self.origins.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(origin) = known.get(&key) {
+            return Ok(origin.clone());
+        }
+        drop(known);
+        let mut origins = self.origins.write().unwrap_or_else(PoisonError::into_inner);
+        // Another request may have added it between the two locks.
         if let Some(origin) = origins.get(&key) {
             return Ok(origin.clone());
         }
