@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use h2pool::connection::Connection;
-use h2pool::replay::{Attempts, ReplayLayer, TpsBudget};
+use h2pool::replay::{Attempts, ReplayBody, ReplayLayer, TpsBudget};
 use h2pool::{Delivery, ErrorKind, Pool};
 use http::{Request, Response};
 use http_body::Frame;
@@ -371,4 +371,27 @@ async fn ten_thousand_mixed_requests_under_faults_lose_nothing_and_run_no_post_t
     assert!(counters.refused.load(Ordering::SeqCst) > 0);
     assert!(counters.goaways.load(Ordering::SeqCst) > 0);
     assert!(stats.replay.replayed_refused > 0);
+}
+
+#[tokio::test]
+async fn the_layer_replays_over_hyper_utils_client_too() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<ReplayBody<Full<Bytes>>>();
+    let layer = ReplayLayer::new();
+    let service = layer.layer(client);
+    let request = post(
+        server.url("/refuse-first/1"),
+        "through-hyper",
+        Full::new(Bytes::from_static(b"payload")),
+    );
+    let response = service
+        .oneshot(request)
+        .await
+        .expect("the classifier finds h2's REFUSED_STREAM in hyper's error chain");
+    assert_eq!(Attempts::of(&response), 2);
+    assert_eq!(server.times_seen("through-hyper"), 2);
+    assert_eq!(server.times_processed("through-hyper"), 1);
+    assert_eq!(layer.stats().replayed_refused, 1);
 }
