@@ -100,6 +100,10 @@ pub(crate) struct OriginPool {
     this: Weak<OriginPool>,
 }
 
+/// How many connections in a row must end after the same number of requests
+/// before the pool takes that number as the server's limit.
+const LEARN_AFTER_SAME_GOAWAYS: u32 = 3;
+
 #[derive(Default)]
 struct OriginState {
     /// Connections that take new streams (or did at the last look).
@@ -117,12 +121,13 @@ struct OriginState {
     failures_in_a_row: u32,
     /// No connect starts before this, after a failure.
     next_connect_at: Option<Instant>,
-    /// Streams the last connection ended by a graceful GOAWAY had taken.
-    last_taken_before_goaway: Option<u64>,
+    /// Streams the last connection ended by a graceful GOAWAY had taken,
+    /// and how many connections in a row showed that same number.
+    goaway_streak: (u64, u32),
     /// A server that ends every connection after the same number of
     /// requests (nginx's `keepalive_requests`) refuses the streams sent
-    /// past it; once two connections in a row show the number, ours retire
-    /// at it by themselves and nothing is refused.
+    /// past it; once three connections in a row show the number, ours
+    /// retire at it by themselves and nothing is refused.
     learned_max_requests: Option<u64>,
 }
 
@@ -477,8 +482,13 @@ impl OriginPool {
             return;
         };
         let mut state = lock(&self.state);
-        let repeated = state.last_taken_before_goaway == Some(taken);
-        state.last_taken_before_goaway = Some(taken);
+        state.goaway_streak = match state.goaway_streak {
+            (count, times) if count == taken => (count, times.saturating_add(1)),
+            _ => (taken, 1),
+        };
+        // Three in a row: servers that GOAWAY for other reasons (restarts,
+        // random drains) hardly ever repeat a count three times.
+        let repeated = state.goaway_streak.1 >= LEARN_AFTER_SAME_GOAWAYS;
         if repeated && taken > 0 && state.learned_max_requests != Some(taken) {
             state.learned_max_requests = Some(taken);
             tracing::debug!(
