@@ -1,6 +1,7 @@
 //! Test support: the fault-injecting HTTP/2 server and small helpers.
 #![allow(dead_code, unused_imports)]
 
+pub mod apache;
 pub mod nginx;
 pub mod raw;
 pub mod server;

@@ -1,0 +1,218 @@
+//! A real Apache httpd (Debian's apache2 with mod_http2) on a free loopback
+//! port, speaking h2c with prior knowledge, with a config of the test's own;
+//! stopped when dropped.
+//!
+//! The binary is launched directly with `-f config -d server-root` rather than
+//! through apache2ctl, so Debian's envvars file and /etc/apache2 play no part.
+//! `-DFOREGROUND` keeps the real parent process (unlike `-X`, which runs one
+//! process that cannot restart gracefully), so `graceful_restart` exercises
+//! what an operator's `apachectl -k graceful` does.
+//!
+//! `.ci/run` installs apache2 where it is missing. A machine without it fails
+//! these tests loudly rather than skipping them.
+
+use std::net::TcpStream;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where Debian puts the loadable modules.
+const MODULES: &str = "/usr/lib/apache2/modules";
+
+/// A running Apache httpd.
+pub struct Apache {
+    binary: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+impl Apache {
+    /// Starts apache2 (mpm_event, mod_http2 in h2c mode) serving the static
+    /// file `/ok`, whose body is "ok", with `directives` added at server level.
+    pub fn start(directives: &str) -> Apache {
+        let binary = find_apache();
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "h2pool-apache-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let htdocs = dir.join("htdocs");
+        std::fs::create_dir_all(&htdocs).expect("create the apache directory");
+        std::fs::write(htdocs.join("ok"), "ok").expect("write the static file");
+        // The children serve files as `User`, so the tree must be readable by
+        // others; the parent (still root, if root) writes the logs and pid.
+        for path in [&dir, &htdocs] {
+            set_mode(path, 0o755);
+        }
+        set_mode(&htdocs.join("ok"), 0o644);
+        // As root (CI), httpd switches its children to `User`/`Group`; it
+        // refuses to serve as root. Otherwise it runs as whoever we are, and
+        // naming a user would fail.
+        let owner = std::fs::metadata(&dir)
+            .expect("stat the apache directory")
+            .uid();
+        let user = if owner == 0 {
+            "User www-data\nGroup www-data"
+        } else {
+            ""
+        };
+        let port = free_port();
+        let config = format!(
+            r#"
+ServerRoot {dir}
+ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+PidFile {dir}/httpd.pid
+DefaultRuntimeDir {dir}
+ErrorLog {dir}/error.log
+LogLevel warn
+{user}
+LoadModule mpm_event_module {MODULES}/mod_mpm_event.so
+LoadModule http2_module {MODULES}/mod_http2.so
+LoadModule authz_core_module {MODULES}/mod_authz_core.so
+# h2c only: prior knowledge (H2Direct) on a cleartext port.
+Protocols h2c http/1.1
+H2Direct on
+DocumentRoot {htdocs}
+<Directory {htdocs}>
+    Require all granted
+</Directory>
+{directives}
+"#,
+            dir = dir.display(),
+            htdocs = htdocs.display(),
+        );
+        let config_path = dir.join("httpd.conf");
+        std::fs::write(&config_path, config).expect("write the apache config");
+        let child = Command::new(&binary)
+            .arg("-f")
+            .arg(&config_path)
+            .arg("-d")
+            .arg(&dir)
+            .arg("-DFOREGROUND")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| panic!("start {}: {error}", binary.display()));
+        let apache = Apache {
+            binary,
+            dir,
+            port,
+            child,
+        };
+        apache.wait_until_listening();
+        apache
+    }
+
+    /// `http://127.0.0.1:port` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// `apache2 -k graceful`: the parent keeps the listening socket and starts
+    /// new children; the old ones finish their requests and close their
+    /// connections.
+    pub fn graceful_restart(&self) {
+        let status = Command::new(&self.binary)
+            .arg("-f")
+            .arg(self.dir.join("httpd.conf"))
+            .arg("-d")
+            .arg(&self.dir)
+            .args(["-k", "graceful"])
+            .status()
+            .expect("run apache2 -k graceful");
+        assert!(
+            status.success(),
+            "apache2 -k graceful failed: {status}\n{}",
+            self.error_log()
+        );
+    }
+
+    /// The server's error log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+
+    fn wait_until_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "apache2 did not listen on port {} within 10 s:\n{}",
+            self.port,
+            self.error_log()
+        );
+    }
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the parent then stops its children, which a
+        // killed parent would leave behind holding the port.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|error| panic!("chmod {}: {error}", path.display()));
+}
+
+fn find_apache() -> PathBuf {
+    if let Some(path) = std::env::var_os("H2POOL_APACHE") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let binary = on_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|dir| dir.join("apache2"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "apache2 is not installed: these tests need a real Apache httpd with \
+                 mod_http2. Install it (`apt-get install apache2`, as .ci/run does) \
+                 or set H2POOL_APACHE to an apache2 binary"
+            )
+        });
+    let http2 = Path::new(MODULES).join("mod_http2.so");
+    assert!(
+        http2.is_file(),
+        "{} is missing: these tests need Debian's apache2 with mod_http2 \
+         (`apt-get install apache2`)",
+        http2.display()
+    );
+    binary
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("find a free loopback port")
+}
