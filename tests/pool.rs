@@ -218,3 +218,45 @@ fn pool_and_origin_service_are_clone_send_sync_and_errors_box() {
     clone_send_sync::<h2pool::OriginService>();
     boxable::<h2pool::Error>();
 }
+
+#[tokio::test]
+async fn an_origin_nothing_uses_any_more_is_forgotten_when_a_new_one_comes() {
+    let first = TestServer::start(ServerConfig::default()).await;
+    let second = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::builder()
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .build();
+    let response = pool
+        .clone()
+        .oneshot(get(first.url("/")))
+        .await
+        .expect("first origin");
+    body_bytes(response).await.expect("body");
+    assert!(
+        support::eventually(Duration::from_secs(5), || pool
+            .stats()
+            .total()
+            .connections_open
+            == 0)
+        .await,
+        "the idle connection closes"
+    );
+
+    let response = pool
+        .clone()
+        .oneshot(get(second.url("/")))
+        .await
+        .expect("second origin");
+    body_bytes(response).await.expect("body");
+    let stats = pool.stats();
+    let origins: Vec<&str> = stats.origins.iter().map(|o| o.origin.as_str()).collect();
+    assert_eq!(origins, [format!("http://{}", second.addr())]);
+
+    // A forgotten origin is simply made again when it is needed.
+    let response = pool
+        .clone()
+        .oneshot(get(first.url("/")))
+        .await
+        .expect("first origin again");
+    assert_eq!(body_bytes(response).await.expect("body"), "ok");
+}

@@ -507,6 +507,16 @@ impl OriginPool {
 
     /// Streams reserved or running on every connection (draining ones too),
     /// plus the requests waiting for a slot: the work this origin has now.
+    /// Returns true if the origin has no connection, connect or waiting
+    /// request left, so forgetting it loses nothing but its counters.
+    pub(crate) fn is_unused(&self) -> bool {
+        let state = lock(&self.state);
+        state.connections.is_empty()
+            && state.draining.is_empty()
+            && state.connecting == 0
+            && state.waiting == 0
+    }
+
     pub(crate) fn load(&self) -> usize {
         let state = lock(&self.state);
         let streams: usize = state

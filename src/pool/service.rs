@@ -149,6 +149,10 @@ impl Shared {
         if let Some(origin) = origins.get(&key) {
             return Ok(origin.clone());
         }
+        // A client that meets many origins over its life (service discovery,
+        // a proxy) must not keep them all: drop the ones nothing uses any
+        // more. Only the map holds those, so no handle can be using one.
+        origins.retain(|_, origin| Arc::strong_count(origin) > 1 || !origin.is_unused());
         let origin = OriginPool::new(
             key.clone(),
             self.config.clone(),

@@ -1,8 +1,13 @@
 use crate::error::ErrorKind;
 use crate::replay::ReplayStats;
 
-/// A snapshot of a [`Pool`](super::Pool): one entry per origin it has
-/// served, and what its replay layer did.
+/// A snapshot of a [`Pool`](super::Pool): one entry per origin it holds, and
+/// what its replay layer did.
+///
+/// The pool forgets an origin (and its counters) once it has no connection,
+/// no waiting request and no [`OriginService`](super::OriginService), when
+/// the next new origin comes, so a client that meets many origins over its
+/// life stays bounded.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct PoolStats {
