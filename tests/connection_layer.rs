@@ -101,3 +101,61 @@ async fn an_error_of_the_layers_own_is_a_connection_layer_error() {
     let source = std::error::Error::source(&error).expect("the layer's error is the source");
     assert!(source.is::<tower::timeout::error::Elapsed>(), "{source:?}");
 }
+
+/// A per-connection layer whose service refuses every request in `poll_ready`.
+#[derive(Clone)]
+struct ClosedForMaintenance;
+
+impl<S: Clone> Layer<S> for ClosedForMaintenance {
+    type Service = RefusingService<S>;
+
+    fn layer(&self, inner: S) -> RefusingService<S> {
+        RefusingService(inner)
+    }
+}
+
+#[derive(Clone)]
+struct RefusingService<S>(S);
+
+impl<S> tower::Service<Request<RequestBody>> for RefusingService<S>
+where
+    S: tower::Service<Request<RequestBody>>,
+{
+    type Response = S::Response;
+    type Error = tower::BoxError;
+    type Future = futures_util::future::Ready<Result<S::Response, tower::BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), tower::BoxError>> {
+        std::task::Poll::Ready(Err("closed for maintenance".into()))
+    }
+
+    fn call(&mut self, _request: Request<RequestBody>) -> Self::Future {
+        futures_util::future::ready(Err("called without readiness".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_layer_that_fails_readiness_fails_the_request_at_once_with_its_error() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::builder()
+        .pending_timeout(Some(Duration::from_secs(30)))
+        .connection_layer(ClosedForMaintenance)
+        .build();
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        pool.clone().oneshot(get(server.url("/"))),
+    )
+    .await
+    .expect("the request ends without waiting out the pending timeout")
+    .expect_err("the layer refuses it");
+    assert_eq!(error.kind(), ErrorKind::ConnectionLayer);
+    assert!(
+        error.to_string().contains("per-connection layer"),
+        "{error}"
+    );
+    let source = std::error::Error::source(&error).expect("the layer's error");
+    assert_eq!(source.to_string(), "closed for maintenance");
+}

@@ -77,7 +77,10 @@ impl DrainPolicy {
         let mut hasher = RandomState::new().build_hasher();
         hasher.write_u64(handle.id());
         let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
-        Some(max_age.mul_f64(1.0 - self.age_jitter * unit))
+        // Through `try_from`: a huge age (Duration::MAX, say) must not panic
+        // on the round trip through f64.
+        let factor = 1.0 - self.age_jitter * unit;
+        Some(Duration::try_from_secs_f64(max_age.as_secs_f64() * factor).unwrap_or(max_age))
     }
 
     /// Why `handle` should drain now, if it should.

@@ -28,8 +28,8 @@ pub(crate) enum Dispatch {
         /// one it was cloned from). Most services send to one origin over
         /// and over; comparing the URI with this one costs far less than
         /// hashing its authority (case-insensitively, byte by byte) for the
-        /// shared map, and takes no lock. Origins are never removed from the
-        /// pool, so a cached one stays valid.
+        /// shared map, and takes no lock. The pool forgets only origins that
+        /// nothing but its map holds, so a cached one stays the pool's.
         last: Option<Arc<OriginPool>>,
     },
     /// One origin, with an honest `poll_ready`.

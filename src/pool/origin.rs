@@ -148,6 +148,18 @@ pub(crate) struct Waiter {
     // Connect failures already seen when the request started waiting: only a
     // failure after that is the request's to report.
     seen_failures: Option<u64>,
+    // A connection picked for the request that was not ready yet (a user's
+    // connection layer at its limit, say): kept, with whatever it reserved
+    // and the wake-up it registered, until it or another one is ready.
+    candidate: Option<PooledConnection>,
+}
+
+impl Waiter {
+    fn unregister(&mut self) {
+        if let Some(origin) = self.registered.take() {
+            lock(&origin.state).waiting -= 1;
+        }
+    }
 }
 
 impl Drop for Waiter {
@@ -217,19 +229,55 @@ impl OriginPool {
             if let Some(notified) = waiter.notified.as_mut() {
                 notified.as_mut().enable();
             }
+            if let Some(mut candidate) = waiter.candidate.take() {
+                match poll_candidate::<B>(&mut candidate, cx) {
+                    Candidate::Ready => return Poll::Ready(Ok(acquired(waiter, candidate))),
+                    Candidate::Failed(error) => {
+                        waiter.unregister();
+                        return Poll::Ready(Err(error));
+                    }
+                    Candidate::NotYet => waiter.candidate = Some(candidate),
+                    Candidate::Gone => {}
+                }
+            }
+            // Pick under the lock, but poll outside it: the connection's
+            // layers (a user's among them) may take their own locks, or ask
+            // the pool for its stats.
+            let held = waiter.candidate.as_ref().map(|held| held.handle().id());
+            let best = {
+                let mut state = lock(&self.state);
+                waiter.seen_failures.get_or_insert(state.connect_failures);
+                self.retire_not_open(&mut state);
+                state
+                    .connections
+                    .iter()
+                    .filter(|connection| Some(connection.handle().id()) != held)
+                    .filter(|connection| connection.handle().free_slots() > 0)
+                    .min_by_key(|connection| connection.handle().load())
+                    .cloned()
+            };
+            if let Some(mut candidate) = best {
+                // The layers check the connection right before dispatch: this
+                // is where a GOAWAY, an age limit or a dead PING shows up.
+                match poll_candidate::<B>(&mut candidate, cx) {
+                    Candidate::Ready => return Poll::Ready(Ok(acquired(waiter, candidate))),
+                    Candidate::Failed(error) => {
+                        waiter.unregister();
+                        return Poll::Ready(Err(error));
+                    }
+                    Candidate::NotYet => {
+                        if waiter.candidate.is_none() {
+                            waiter.candidate = Some(candidate);
+                        }
+                    }
+                    // Retired meanwhile: look again.
+                    Candidate::Gone => continue,
+                }
+            }
             {
                 let mut state = lock(&self.state);
-                let seen_failures = *waiter.seen_failures.get_or_insert(state.connect_failures);
-                self.retire_not_open(&mut state);
-                if let Some(connection) = self.try_reserve::<B>(&mut state, cx) {
-                    drop(state);
-                    waiter.notified = None;
-                    if let Some(origin) = waiter.registered.take() {
-                        lock(&origin.state).waiting -= 1;
-                    }
-                    return Poll::Ready(Ok(connection));
-                }
                 let open = state.connections.len();
+                let seen_failures = *waiter.seen_failures.get_or_insert(state.connect_failures);
                 if waiter.registered.is_none() {
                     if limit_pending && state.waiting >= self.config.max_pending_requests {
                         return Poll::Ready(Err(Error::new(
@@ -250,9 +298,7 @@ impl OriginPool {
                     }
                 }
                 if self.should_connect(&state, open) {
-                    state.connecting += 1;
-                    drop(state);
-                    self.spawn_connect();
+                    self.spawn_connect(&mut state);
                 }
             }
             let Some(notified) = waiter.notified.as_mut() else {
@@ -262,39 +308,6 @@ impl OriginPool {
             match notified.as_mut().poll(cx) {
                 Poll::Ready(()) => waiter.notified = None,
                 Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-
-    /// Reserves a slot on the open connection with the most free slots.
-    fn try_reserve<B>(
-        &self,
-        state: &mut OriginState,
-        cx: &mut Context<'_>,
-    ) -> Option<PooledConnection>
-    where
-        B: HttpBody + Send + 'static,
-        B::Data: Buf + Send,
-        B::Error: Into<BoxError>,
-    {
-        loop {
-            let best = state
-                .connections
-                .iter()
-                .filter(|connection| connection.handle().free_slots() > 0)
-                .min_by_key(|connection| connection.handle().load())?;
-            let mut candidate = best.clone();
-            // The layers check the connection right before dispatch: this is
-            // where a GOAWAY, an age limit or a dead PING shows up.
-            let ready = Service::<Request<B>>::poll_ready(&mut candidate, cx);
-            if matches!(ready, Poll::Ready(Ok(()))) && candidate.handle().is_open() {
-                return Some(candidate);
-            }
-            self.retire_not_open(state);
-            // Still offering slots, yet not ready: h2 has a stream of ours
-            // pending open there. Wait rather than spin.
-            if candidate.handle().is_open() && candidate.handle().free_slots() > 0 {
-                return None;
             }
         }
     }
@@ -330,8 +343,7 @@ impl OriginPool {
                 .sum();
             let in_demand = busy_retired || state.waiting > 0;
             if in_demand && free == 0 && self.should_connect(state, state.connections.len()) {
-                state.connecting += 1;
-                self.spawn_connect();
+                self.spawn_connect(state);
             }
             self.notify.notify_waiters();
         }
@@ -375,26 +387,41 @@ impl OriginPool {
         state.waiting > state.connecting * per_connection
     }
 
-    fn spawn_connect(&self) {
+    /// Starts a connect in a task of its own; `state` counts it.
+    fn spawn_connect(&self, state: &mut OriginState) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No connection can run without a runtime: the waiting requests
+            // get this as their connect error.
+            self.counters
+                .connect_failures
+                .fetch_add(1, Ordering::Relaxed);
+            state.connect_failures += 1;
+            state.last_connect_error = Some(
+                Error::new(ErrorKind::Connect, Delivery::NeverSent)
+                    .with_detail(
+                        "no tokio runtime: h2pool must be used from within a tokio runtime",
+                    )
+                    .into_shared(),
+            );
+            return;
+        };
+        state.connecting += 1;
         let origin = self.this.clone();
         let connector = self.connector.clone();
         let uri = self.uri.clone();
         let config = self.config.clone();
         let notify = self.notify.clone();
         let span = tracing::debug_span!("h2pool::connection", origin = %self.key, id = tracing::field::Empty);
-        let task = async move {
+        runtime.spawn(async move {
+            // Reports a connect that ends without an outcome (a connector
+            // that panicked, a runtime shutting down), so `connecting` does
+            // not stay counted and stall the origin.
+            let mut unfinished = UnfinishedConnect(Some(origin));
             let outcome = connect(connector, uri, &config, notify, span).await;
-            if let Some(origin) = origin.upgrade() {
+            if let Some(origin) = unfinished.0.take().and_then(|origin| origin.upgrade()) {
                 origin.finish_connect(outcome);
             }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(task);
-            }
-            Err(_) => self.finish_connect(Err(Error::new(ErrorKind::Connect, Delivery::NeverSent)
-                .with_detail("no tokio runtime: h2pool must be used from within a tokio runtime"))),
-        }
+        });
     }
 
     fn finish_connect(&self, outcome: Result<Connection, Error>) {
@@ -446,16 +473,19 @@ impl OriginPool {
                 state.connect_failures += 1;
                 state.failures_in_a_row = state.failures_in_a_row.saturating_add(1);
                 let backoff = self.backoff(state.failures_in_a_row);
-                state.next_connect_at = Some(Instant::now() + backoff);
+                let now = Instant::now();
+                state.next_connect_at = Some(now.checked_add(backoff).unwrap_or(now));
                 tracing::debug!(origin = %self.key, %error, ?backoff, "connect failed");
                 state.last_connect_error = Some(error.into_shared());
                 drop(state);
                 // Wake the waiters when the backoff ends, so one of them connects.
                 let notify = self.notify.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(backoff).await;
-                    notify.notify_waiters();
-                });
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        tokio::time::sleep(backoff).await;
+                        notify.notify_waiters();
+                    });
+                }
             }
         }
         self.notify.notify_waiters();
@@ -505,8 +535,6 @@ impl OriginPool {
         self.retire_not_open(&mut state);
     }
 
-    /// Streams reserved or running on every connection (draining ones too),
-    /// plus the requests waiting for a slot: the work this origin has now.
     /// Returns true if the origin has no connection, connect or waiting
     /// request left, so forgetting it loses nothing but its counters.
     pub(crate) fn is_unused(&self) -> bool {
@@ -517,6 +545,8 @@ impl OriginPool {
             && state.waiting == 0
     }
 
+    /// Streams reserved or running on every connection (draining ones too),
+    /// plus the requests waiting for a slot: the work this origin has now.
     pub(crate) fn load(&self) -> usize {
         let state = lock(&self.state);
         let streams: usize = state
@@ -642,5 +672,53 @@ async fn watch(origin: Weak<OriginPool>, handle: ConnectionHandle) {
             }
         }
         phase_changed.await;
+    }
+}
+
+/// What polling a picked connection said.
+enum Candidate {
+    Ready,
+    /// Open, but its layers cannot take the request yet; they will wake us.
+    NotYet,
+    /// It stopped taking streams.
+    Gone,
+    /// A user's connection layer failed the request.
+    Failed(Error),
+}
+
+fn poll_candidate<B>(candidate: &mut PooledConnection, cx: &mut Context<'_>) -> Candidate
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Buf + Send,
+    B::Error: Into<BoxError>,
+{
+    match Service::<Request<B>>::poll_ready(candidate, cx) {
+        Poll::Ready(Err(error)) => Candidate::Failed(error),
+        _ if !candidate.handle().is_open() => Candidate::Gone,
+        Poll::Ready(Ok(())) => Candidate::Ready,
+        Poll::Pending => Candidate::NotYet,
+    }
+}
+
+/// Hands `connection` to the request, which stops waiting.
+fn acquired(waiter: &mut Waiter, connection: PooledConnection) -> PooledConnection {
+    waiter.notified = None;
+    // A connection held while it was not ready gives back what it reserved.
+    waiter.candidate = None;
+    waiter.unregister();
+    connection
+}
+
+/// Finishes a connect task's account if the task ends without doing so.
+struct UnfinishedConnect(Option<Weak<OriginPool>>);
+
+impl Drop for UnfinishedConnect {
+    fn drop(&mut self) {
+        if let Some(origin) = self.0.take().and_then(|origin| origin.upgrade()) {
+            origin.finish_connect(Err(Error::new(ErrorKind::Connect, Delivery::NeverSent)
+                .with_detail(
+                    "the connect ended without an outcome (did the connector panic?)",
+                )));
+        }
     }
 }

@@ -29,7 +29,9 @@ impl KeepAlive {
     pub fn new(interval: Duration, timeout: Duration) -> Self {
         KeepAlive {
             interval_ms: Arc::new(AtomicU64::new(millis(interval).max(1))),
-            timeout,
+            // A zero timeout would retire every healthy connection at its
+            // first PING.
+            timeout: timeout.max(Duration::from_millis(1)),
             while_idle: false,
         }
     }
@@ -52,7 +54,12 @@ impl KeepAlive {
     }
 
     fn slow_down(&self) {
-        let doubled = (self.interval() * 2).min(MAX_PING_INTERVAL);
+        // Never shorter than now, even for an interval set above the cap.
+        let doubled = self
+            .interval()
+            .saturating_mul(2)
+            .min(MAX_PING_INTERVAL)
+            .max(self.interval());
         self.interval_ms.store(millis(doubled), Ordering::Relaxed);
         tracing::warn!(interval = ?doubled, "server said too_many_pings; pinging less often");
     }
