@@ -151,7 +151,8 @@ pub(crate) struct Waiter {
     // A connection picked for the request that was not ready yet (a user's
     // connection layer at its limit, say): kept, with whatever it reserved
     // and the wake-up it registered, until it or another one is ready.
-    candidate: Option<PooledConnection>,
+    // Boxed: rare, and large next to the rest of the waiter.
+    candidate: Option<Box<PooledConnection>>,
 }
 
 impl Waiter {
@@ -231,7 +232,7 @@ impl OriginPool {
             }
             if let Some(mut candidate) = waiter.candidate.take() {
                 match poll_candidate::<B>(&mut candidate, cx) {
-                    Candidate::Ready => return Poll::Ready(Ok(acquired(waiter, candidate))),
+                    Candidate::Ready => return Poll::Ready(Ok(acquired(waiter, *candidate))),
                     Candidate::Failed(error) => {
                         waiter.unregister();
                         return Poll::Ready(Err(error));
@@ -267,7 +268,7 @@ impl OriginPool {
                     }
                     Candidate::NotYet => {
                         if waiter.candidate.is_none() {
-                            waiter.candidate = Some(candidate);
+                            waiter.candidate = Some(Box::new(candidate));
                         }
                     }
                     // Retired meanwhile: look again.
