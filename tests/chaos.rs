@@ -250,6 +250,17 @@ async fn soak(requests: usize) {
         &tally.did_not_end[..tally.did_not_end.len().min(20)]
     );
     assert_flat(&rss);
+    // Every connection the server ends is one the pool replaces, and no
+    // more: a pool that took chance GOAWAY counts for the server's request
+    // limit once retired every connection after 25 requests, for good.
+    let connection_faults = counters.goaways.load(Ordering::SeqCst)
+        + counters.goaway_errors.load(Ordering::SeqCst)
+        + counters.closes.load(Ordering::SeqCst);
+    assert!(
+        origin.connections_opened <= 2 * connection_faults + 16,
+        "the pool opened {} connections, though the server ended only about {connection_faults}",
+        origin.connections_opened
+    );
     assert!(
         settled,
         "the dropped pool left something behind: fds {fds_before} before, {fds_after} after; tasks {tasks_before} before, {tasks_after} after; server connections still open {connections_after}"
