@@ -308,6 +308,7 @@ async fn ten_thousand_mixed_requests_under_faults_lose_nothing_and_run_no_post_t
             goaway: 0.005,
             refuse: 0.01,
             close: 0.001,
+            ..Faults::default()
         },
         ..ServerConfig::default()
     })

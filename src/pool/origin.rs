@@ -100,10 +100,6 @@ pub(crate) struct OriginPool {
     this: Weak<OriginPool>,
 }
 
-/// How many connections in a row must end after the same number of requests
-/// before the pool takes that number as the server's limit.
-const LEARN_AFTER_SAME_GOAWAYS: u32 = 3;
-
 #[derive(Default)]
 struct OriginState {
     /// Connections that take new streams (or did at the last look).
@@ -121,15 +117,24 @@ struct OriginState {
     failures_in_a_row: u32,
     /// No connect starts before this, after a failure.
     next_connect_at: Option<Instant>,
-    /// Streams the last connection ended by a graceful GOAWAY had taken,
-    /// and how many connections in a row showed that same number.
-    goaway_streak: (u64, u32),
+    /// Streams the last connection ended by a graceful GOAWAY had taken.
+    last_taken_before_goaway: Option<u64>,
+    /// Connections in a row, the last included, that a graceful GOAWAY
+    /// ended after that same number of streams.
+    same_taken_in_a_row: u32,
     /// A server that ends every connection after the same number of
     /// requests (nginx's `keepalive_requests`) refuses the streams sent
-    /// past it; once three connections in a row show the number, ours
-    /// retire at it by themselves and nothing is refused.
+    /// past it; once [`CONNECTIONS_TO_LEARN_FROM`] connections in a row show
+    /// the number, ours retire at it by themselves and nothing is refused.
     learned_max_requests: Option<u64>,
 }
+
+/// Connections in a row that must end after the same number of streams
+/// before the pool takes it for the server's limit. Two could agree by
+/// chance when a server sends GOAWAY for its own reasons (the chaos soak
+/// saw it learn 25 and churn through a connection every 25 requests);
+/// a server that counts shows the number on every connection.
+const CONNECTIONS_TO_LEARN_FROM: u32 = 3;
 
 #[derive(Default)]
 struct Counters {
@@ -513,13 +518,28 @@ impl OriginPool {
             return;
         };
         let mut state = lock(&self.state);
-        state.goaway_streak = match state.goaway_streak {
-            (count, times) if count == taken => (count, times.saturating_add(1)),
-            _ => (taken, 1),
-        };
-        // Three in a row: servers that GOAWAY for other reasons (restarts,
-        // random drains) hardly ever repeat a count three times.
-        let repeated = state.goaway_streak.1 >= LEARN_AFTER_SAME_GOAWAYS;
+        if state.last_taken_before_goaway == Some(taken) {
+            state.same_taken_in_a_row = state.same_taken_in_a_row.saturating_add(1);
+        } else {
+            state.same_taken_in_a_row = 1;
+        }
+        state.last_taken_before_goaway = Some(taken);
+        // A graceful GOAWAY at another count shows the server ends
+        // connections for other reasons (a restart, load shedding): the
+        // learned number was a coincidence, and keeping it would retire
+        // every connection after a few requests for the pool's lifetime.
+        if state
+            .learned_max_requests
+            .is_some_and(|learned| learned != taken)
+        {
+            state.learned_max_requests = None;
+            tracing::debug!(
+                origin = %self.key,
+                requests = taken,
+                "the server ended a connection after another number of requests; no longer retiring ours early"
+            );
+        }
+        let repeated = state.same_taken_in_a_row >= CONNECTIONS_TO_LEARN_FROM;
         if repeated && taken > 0 && state.learned_max_requests != Some(taken) {
             state.learned_max_requests = Some(taken);
             tracing::debug!(

@@ -21,6 +21,11 @@
 //!   that reads it all and answers `{length} {fnv1a64 as hex}`
 //! - `/reset`: RST_STREAM(INTERNAL_ERROR) after processing
 //! - `/close`: drops the TCP connection abruptly after processing
+//!
+//! [`Faults`] add random trouble on any route: refusals, GOAWAYs (graceful
+//! or with an error code), resets and TCP closes after processing, stalled
+//! handlers, slow reads of request bodies, and connections with tiny
+//! flow-control windows.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -53,16 +58,44 @@ pub struct ServerConfig {
     pub faults: Faults,
 }
 
-/// Per-request fault probabilities.
+/// Fault probabilities, per request unless said otherwise. All zero by
+/// default, so a test sees only the faults it asks for.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Faults {
     /// GOAWAY (graceful) on the connection of the request.
     pub goaway: f64,
+    /// GOAWAY with an error code (INTERNAL_ERROR or ENHANCE_YOUR_CALM, at
+    /// random) on the connection of the request, after processing it: h2's
+    /// abrupt shutdown, which closes the connection under its open streams.
+    pub goaway_error: f64,
     /// REFUSED_STREAM instead of processing.
     pub refuse: f64,
+    /// RST_STREAM with INTERNAL_ERROR or CANCEL (at random) after
+    /// processing, instead of an answer.
+    pub reset: f64,
+    /// The handler waits before answering: `stall_for / 10` or the whole
+    /// `stall_for`, at random, so a test whose deadline lies between the two
+    /// sees both a stall it outlasts and one it gives up on.
+    pub stall: f64,
+    /// The longer of the two stalls.
+    pub stall_for: Duration,
+    /// The request body is read slowly: a pause of 1 ms before each chunk's
+    /// window goes back, so the client's sender waits on flow control.
+    pub slow_read: f64,
+    /// Per connection: serve it with a tiny stream window (1, 4 or 16 KiB,
+    /// at random) and the smallest connection window HTTP/2 has (64 KiB).
+    pub tiny_window: f64,
     /// Drop the TCP connection after processing, without answering.
     pub close: f64,
 }
+
+/// The pause before each chunk's window goes back, on a slow read.
+const SLOW_READ_PAUSE: Duration = Duration::from_millis(1);
+/// The stream windows of a connection with a tiny window.
+const TINY_WINDOWS: [u32; 3] = [1024, 4 * 1024, 16 * 1024];
+/// The connection window every HTTP/2 connection starts with; h2 cannot go
+/// below it.
+const SMALLEST_CONNECTION_WINDOW: u32 = 65_535;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -92,8 +125,21 @@ pub struct Counters {
     pub streams_active: AtomicUsize,
     pub max_streams_active: AtomicUsize,
     pub refused: AtomicU64,
+    /// Graceful GOAWAYs and GOAWAYs with an error code, as sent.
     pub goaways: AtomicU64,
+    /// GOAWAYs with an error code (the `goaway_error` fault), as requested.
+    pub goaway_errors: AtomicU64,
     pub closes: AtomicU64,
+    /// Streams reset after processing (the `reset` fault).
+    pub resets: AtomicU64,
+    /// Handlers that stalled (the `stall` fault).
+    pub stalls: AtomicU64,
+    /// Request bodies read slowly (the `slow_read` fault).
+    pub slow_reads: AtomicU64,
+    /// Connections served with a tiny stream window (the `tiny_window` fault).
+    pub tiny_window_connections: AtomicU64,
+    /// How long the handler of each stalled `x-request-id` waited.
+    pub stalled: Mutex<HashMap<String, Duration>>,
     /// How often each `x-request-id` reached a handler that processed it.
     pub ledger: Mutex<HashMap<String, u64>>,
     /// How often each `x-request-id` reached the server at all, refusals included.
@@ -261,6 +307,18 @@ impl TestServer {
         self.shared.unstalled.notify_waiters();
     }
 
+    /// Enters `ids` into the ledger with no arrival yet, so that a soak's
+    /// memory figures, taken after this, do not count the ledger's growth:
+    /// during the run only the counts change.
+    pub fn preregister(&self, ids: impl IntoIterator<Item = String>) {
+        let mut ledger = self.shared.counters.ledger.lock().expect("ledger lock");
+        let mut arrivals = self.shared.counters.arrivals.lock().expect("arrivals lock");
+        for id in ids {
+            ledger.insert(id.clone(), 0);
+            arrivals.insert(id, 0);
+        }
+    }
+
     /// Times each request id reached a handler, for ids seen more than once.
     pub fn duplicates(&self) -> Vec<(String, u64)> {
         let ledger = self.shared.counters.ledger.lock().expect("ledger lock");
@@ -307,6 +365,14 @@ where
     builder
         .initial_window_size(shared.config.initial_window_size)
         .initial_connection_window_size(shared.config.connection_window_size);
+    if roll(&shared, shared.config.faults.tiny_window) {
+        counters
+            .tiny_window_connections
+            .fetch_add(1, Ordering::SeqCst);
+        builder
+            .initial_window_size(TINY_WINDOWS[pick(&shared, TINY_WINDOWS.len())])
+            .initial_connection_window_size(SMALLEST_CONNECTION_WINDOW);
+    }
     if let Some(max) = shared.config.max_concurrent_streams {
         builder.max_concurrent_streams(max);
     }
@@ -375,13 +441,23 @@ fn roll(shared: &Shared, probability: f64) -> bool {
     if probability <= 0.0 {
         return false;
     }
+    uniform(shared) < probability
+}
+
+/// One of `0..choices`, at random.
+fn pick(shared: &Shared, choices: usize) -> usize {
+    ((uniform(shared) * choices as f64) as usize).min(choices - 1)
+}
+
+/// A number in `0.0..1.0`.
+fn uniform(shared: &Shared) -> f64 {
     let mut state = shared.rng.lock().expect("rng lock");
     // xorshift64*: deterministic, good enough to spread faults.
     *state ^= *state >> 12;
     *state ^= *state << 25;
     *state ^= *state >> 27;
     let value = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
-    (value as f64 / (1u64 << 53) as f64) < probability
+    value as f64 / (1u64 << 53) as f64
 }
 
 async fn handle(
@@ -451,14 +527,14 @@ async fn handle(
         return;
     }
     if path == "/refuse-after-body" {
-        let _ = read_all(body).await;
+        let _ = read_all(body, Duration::ZERO).await;
         counters.refused.fetch_add(1, Ordering::SeqCst);
         respond.send_reset(Reason::REFUSED_STREAM);
         return;
     }
 
     // From here on the request counts as processed.
-    if let Some(id) = request_id {
+    if let Some(id) = request_id.clone() {
         let mut ledger = counters.ledger.lock().expect("ledger lock");
         *ledger.entry(id).or_insert(0) += 1;
     }
@@ -472,8 +548,34 @@ async fn handle(
     if roll(&shared, faults.goaway) {
         let _ = control.send(Command::GoAway);
     }
+    if roll(&shared, faults.goaway_error) {
+        counters.goaway_errors.fetch_add(1, Ordering::SeqCst);
+        let reason = [Reason::INTERNAL_ERROR, Reason::ENHANCE_YOUR_CALM][pick(&shared, 2)];
+        let _ = control.send(Command::GoAwayWithError(reason));
+    }
     if !shared.config.handler_delay.is_zero() {
         tokio::time::sleep(shared.config.handler_delay).await;
+    }
+    if roll(&shared, faults.stall) {
+        counters.stalls.fetch_add(1, Ordering::SeqCst);
+        let stall = [faults.stall_for / 10, faults.stall_for][pick(&shared, 2)];
+        if let Some(id) = &request_id {
+            let mut stalled = counters.stalled.lock().expect("stalled lock");
+            stalled.insert(id.clone(), stall);
+        }
+        tokio::time::sleep(stall).await;
+    }
+    let read_pause = if roll(&shared, faults.slow_read) {
+        counters.slow_reads.fetch_add(1, Ordering::SeqCst);
+        SLOW_READ_PAUSE
+    } else {
+        Duration::ZERO
+    };
+    if roll(&shared, faults.reset) {
+        counters.resets.fetch_add(1, Ordering::SeqCst);
+        let _ = drain(body, read_pause).await;
+        respond.send_reset([Reason::INTERNAL_ERROR, Reason::CANCEL][pick(&shared, 2)]);
+        return;
     }
     if path == "/close" || roll(&shared, faults.close) {
         let _ = control.send(Command::Close);
@@ -496,22 +598,22 @@ async fn handle(
         ["delay", ms] => {
             let ms: u64 = ms.parse().unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            let _ = drain(body).await;
+            let _ = drain(body, read_pause).await;
             send_text(&mut respond, connection_id, "ok");
         }
         ["echo"] => echo(body, respond, connection_id, false).await,
         ["bidi"] => echo(body, respond, connection_id, true).await,
         ["download", bytes] => {
             let total: u64 = bytes.parse().unwrap_or(0);
-            let _ = drain(body).await;
+            let _ = drain(body, read_pause).await;
             download(respond, connection_id, total).await;
         }
         ["upload"] => {
-            let received = read_all(body).await.unwrap_or(0);
+            let received = read_all(body, read_pause).await.unwrap_or(0);
             send_text(&mut respond, connection_id, &received.to_string());
         }
         ["headers"] => {
-            let _ = drain(body).await;
+            let _ = drain(body, read_pause).await;
             let mut lines: Vec<String> = head
                 .headers
                 .iter()
@@ -523,11 +625,11 @@ async fn handle(
             send_text(&mut respond, connection_id, &lines.join("\n"));
         }
         ["reset"] => {
-            let _ = drain(body).await;
+            let _ = drain(body, read_pause).await;
             respond.send_reset(Reason::INTERNAL_ERROR);
         }
         _ => {
-            let _ = drain(body).await;
+            let _ = drain(body, read_pause).await;
             send_text(&mut respond, connection_id, "ok");
         }
     }
@@ -579,22 +681,26 @@ fn send_text(respond: &mut SendResponse<Bytes>, connection_id: u64, text: &str) 
     }
 }
 
-/// Reads a request body to its end, giving window back; returns its length.
-async fn read_all(mut body: RecvStream) -> Result<u64, h2::Error> {
+/// Reads a request body to its end, giving window back (after `pause` per
+/// chunk, for a slow reader); returns its length.
+async fn read_all(mut body: RecvStream, pause: Duration) -> Result<u64, h2::Error> {
     let mut total = 0u64;
     while let Some(chunk) = body.data().await {
         let chunk = chunk?;
         total += chunk.len() as u64;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         let _ = body.flow_control().release_capacity(chunk.len());
     }
     Ok(total)
 }
 
-async fn drain(body: RecvStream) -> Result<u64, h2::Error> {
+async fn drain(body: RecvStream, pause: Duration) -> Result<u64, h2::Error> {
     if body.is_end_stream() {
         return Ok(0);
     }
-    read_all(body).await
+    read_all(body, pause).await
 }
 
 async fn echo(
