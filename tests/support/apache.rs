@@ -11,12 +11,12 @@
 //! `.ci/run` installs apache2 where it is missing. A machine without it fails
 //! these tests loudly rather than skipping them.
 
-use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use super::real_server::{find_binary, free_port, scratch_dir, wait_until_listening};
 
 /// Where Debian puts the loadable modules.
 const MODULES: &str = "/usr/lib/apache2/modules";
@@ -34,13 +34,7 @@ impl Apache {
     /// file `/ok`, whose body is "ok", with `directives` added at server level.
     pub fn start(directives: &str) -> Apache {
         let binary = find_apache();
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "h2pool-apache-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch_dir("apache");
         let htdocs = dir.join("htdocs");
         std::fs::create_dir_all(&htdocs).expect("create the apache directory");
         std::fs::write(htdocs.join("ok"), "ok").expect("write the static file");
@@ -139,18 +133,7 @@ DocumentRoot {htdocs}
     }
 
     fn wait_until_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "apache2 did not listen on port {} within 10 s:\n{}",
-            self.port,
-            self.error_log()
-        );
+        wait_until_listening("apache2", self.port, || self.error_log());
     }
 }
 
@@ -182,24 +165,12 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 fn find_apache() -> PathBuf {
-    if let Some(path) = std::env::var_os("H2POOL_APACHE") {
-        return PathBuf::from(path);
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let binary = on_path
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
-        .map(|dir| dir.join("apache2"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "apache2 is not installed: these tests need a real Apache httpd with \
-                 mod_http2. Install it (`apt-get install apache2`, as .ci/run does) \
-                 or set H2POOL_APACHE to an apache2 binary"
-            )
-        });
+    let binary = find_binary(
+        "apache2",
+        "H2POOL_APACHE",
+        "these tests need a real Apache httpd with mod_http2; install it \
+         (`apt-get install apache2`, as .ci/run does)",
+    );
     let http2 = Path::new(MODULES).join("mod_http2.so");
     assert!(
         http2.is_file(),
@@ -208,11 +179,4 @@ fn find_apache() -> PathBuf {
         http2.display()
     );
     binary
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("find a free loopback port")
 }

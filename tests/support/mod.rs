@@ -4,6 +4,7 @@
 pub mod apache;
 pub mod nginx;
 pub mod raw;
+pub mod real_server;
 pub mod server;
 
 use std::time::Duration;

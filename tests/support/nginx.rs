@@ -4,11 +4,10 @@
 //! `.ci/run` installs nginx where it is missing. A machine without it fails
 //! these tests loudly rather than skipping them.
 
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+
+use super::real_server::{find_binary, free_port, scratch_dir, wait_until_listening};
 
 /// A running nginx.
 pub struct Nginx {
@@ -22,15 +21,13 @@ impl Nginx {
     /// Starts nginx with `directives` inside its `http` block (next to a
     /// `server` that answers `location /` with 200 "ok").
     pub fn start(directives: &str) -> Nginx {
-        let binary = find_nginx();
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "h2pool-nginx-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("logs")).expect("create the nginx directory");
+        let binary = find_binary(
+            "nginx",
+            "H2POOL_NGINX",
+            "these tests need a real nginx; install it (`apt-get install nginx`, as .ci/run does)",
+        );
+        let dir = scratch_dir("nginx");
+        std::fs::create_dir_all(dir.join("logs")).expect("create the nginx log directory");
         let port = free_port();
         let config = format!(
             r#"
@@ -99,18 +96,9 @@ http {{
     }
 
     fn wait_until_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let log = std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default();
-        panic!(
-            "nginx did not listen on port {} within 10 s:\n{log}",
-            self.port
-        );
+        wait_until_listening("nginx", self.port, || {
+            std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
+        });
     }
 }
 
@@ -120,31 +108,4 @@ impl Drop for Nginx {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn find_nginx() -> PathBuf {
-    if let Some(path) = std::env::var_os("H2POOL_NGINX") {
-        return PathBuf::from(path);
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
-        .map(|dir| dir.join("nginx"))
-        .find(|candidate| Path::new(candidate).is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "nginx is not installed: these tests need a real nginx. \
-                 Install it (`apt-get install nginx`, as .ci/run does) or set H2POOL_NGINX"
-            )
-        })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("find a free loopback port")
 }
