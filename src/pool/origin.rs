@@ -170,9 +170,7 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        if let Some(origin) = self.registered.take() {
-            lock(&origin.state).waiting -= 1;
-        }
+        self.unregister();
     }
 }
 
