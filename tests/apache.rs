@@ -5,58 +5,21 @@ mod support;
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use h2pool::replay::ReplayLayer;
 use h2pool::Pool;
 use http::Version;
 use support::apache::Apache;
-use support::{body_bytes, get};
-use tower::ServiceExt;
+use support::real_server::{assert_no_failures, load};
 
-/// Sends `count` GETs at `concurrency` to `url`; returns the failures.
-///
-/// Each response must be HTTP/2 from Apache itself, with the static body.
-async fn load(pool: &Pool, url: &str, count: usize, concurrency: usize) -> Vec<h2pool::Error> {
-    futures_util::stream::iter(0..count)
-        .map(|_| {
-            let pool = pool.clone();
-            let request = get(url.to_owned());
-            async move {
-                let response = pool.oneshot(request).await?;
-                assert_eq!(response.version(), Version::HTTP_2);
-                let server = response
-                    .headers()
-                    .get(http::header::SERVER)
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                assert!(server.starts_with("Apache"), "server: {server:?}");
-                let body = body_bytes(response).await?;
-                assert_eq!(body, "ok");
-                Ok::<_, h2pool::Error>(())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .filter_map(|outcome| async move { outcome.err() })
-        .collect()
-        .await
-}
-
-/// The first failures, with what a reader needs to classify them.
-fn describe(failures: &[h2pool::Error]) -> String {
-    failures
-        .iter()
-        .take(5)
-        .map(|error| {
-            format!(
-                "{:?} {:?} reason {:?}: {error}",
-                error.kind(),
-                error.delivery(),
-                error.reason()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+/// Each response must be HTTP/2 from Apache itself.
+fn from_apache_over_h2(response: &http::Response<h2pool::Body>) {
+    assert_eq!(response.version(), Version::HTTP_2);
+    let server = response
+        .headers()
+        .get(http::header::SERVER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    assert!(server.starts_with("Apache"), "server: {server:?}");
 }
 
 #[tokio::test]
@@ -64,21 +27,8 @@ async fn five_thousand_gets_through_apache_over_h2c_fail_none() {
     support::init_tracing();
     let apache = Apache::start("");
     let pool = Pool::new();
-    let failures = load(&pool, &apache.url("/ok"), 5_000, 32).await;
-    let stats = pool.stats();
-    eprintln!(
-        "apache: {} failures, {} connections, replays {:?}",
-        failures.len(),
-        stats.total().connections_opened,
-        stats.replay
-    );
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}\n{}",
-        failures.len(),
-        describe(&failures),
-        apache.error_log()
-    );
+    let failures = load(&pool, &apache.url("/ok"), 5_000, 32, from_apache_over_h2).await;
+    assert_no_failures("apache", &pool, &failures, &apache.error_log());
 }
 
 // Two workers: `apache2 -k graceful` blocks one while the load runs on.
@@ -100,7 +50,7 @@ async fn apache_graceful_restart_in_the_middle_of_a_load_fails_no_request() {
     let running = {
         let pool = pool.clone();
         let url = url.clone();
-        tokio::spawn(async move { load(&pool, &url, 20_000, 32).await })
+        tokio::spawn(async move { load(&pool, &url, 20_000, 32, from_apache_over_h2).await })
     };
     // Restart twice while the load runs: the old children close their
     // connections (GOAWAY) once their streams are done; the parent's
@@ -111,22 +61,14 @@ async fn apache_graceful_restart_in_the_middle_of_a_load_fails_no_request() {
         tokio::task::block_in_place(|| apache.graceful_restart());
     }
     let failures = running.await.expect("load task");
-    let stats = pool.stats();
-    eprintln!(
-        "apache graceful restarts under load: {} failures, {} connections, replays {:?}",
-        failures.len(),
-        stats.total().connections_opened,
-        stats.replay
+    assert_no_failures(
+        "apache graceful restarts under load",
+        &pool,
+        &failures,
+        &apache.error_log(),
     );
     assert!(
-        failures.is_empty(),
-        "{} failures:\n{}\n{}",
-        failures.len(),
-        describe(&failures),
-        apache.error_log()
-    );
-    assert!(
-        stats.total().connections_opened >= 2,
+        pool.stats().total().connections_opened >= 2,
         "the restarts moved the load to new children"
     );
 }

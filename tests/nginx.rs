@@ -4,31 +4,10 @@ mod support;
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use h2pool::replay::ReplayLayer;
 use h2pool::Pool;
 use support::nginx::Nginx;
-use support::{body_bytes, get};
-use tower::ServiceExt;
-
-/// Sends `count` GETs at `concurrency` to `url`; returns the failures.
-async fn load(pool: &Pool, url: &str, count: usize, concurrency: usize) -> Vec<h2pool::Error> {
-    futures_util::stream::iter(0..count)
-        .map(|_| {
-            let pool = pool.clone();
-            let request = get(url.to_owned());
-            async move {
-                let response = pool.oneshot(request).await?;
-                let body = body_bytes(response).await?;
-                assert_eq!(body, "ok");
-                Ok::<_, h2pool::Error>(())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .filter_map(|outcome| async move { outcome.err() })
-        .collect()
-        .await
-}
+use support::real_server::{assert_no_failures, load};
 
 #[tokio::test]
 async fn twenty_thousand_gets_through_nginx_with_keepalive_requests_50_fail_none() {
@@ -42,22 +21,15 @@ async fn twenty_thousand_gets_through_nginx_with_keepalive_requests_50_fail_none
     let pool = Pool::builder()
         .replay(Some(ReplayLayer::new().replay_connect_failures(true)))
         .build();
-    let failures = load(&pool, &nginx.url("/"), 20_000, 32).await;
-    let stats = pool.stats();
-    let total = stats.total();
-    eprintln!(
-        "nginx, keepalive_requests 50, 16 streams: {} failures, {} connections, replays {:?}",
-        failures.len(),
-        total.connections_opened,
-        stats.replay
-    );
-    assert!(
-        failures.is_empty(),
-        "{:?}",
-        &failures[..failures.len().min(5)]
+    let failures = load(&pool, &nginx.url("/"), 20_000, 32, |_| {}).await;
+    assert_no_failures(
+        "nginx, keepalive_requests 50, 16 streams",
+        &pool,
+        &failures,
+        &nginx.error_log(),
     );
     // Every connection retired after 50 requests, so the load needed many.
-    assert!(total.connections_opened >= 20_000 / 50);
+    assert!(pool.stats().total().connections_opened >= 20_000 / 50);
 }
 
 #[tokio::test]
@@ -68,7 +40,7 @@ async fn nginx_reload_in_the_middle_of_a_load_fails_no_request() {
     let running = {
         let pool = pool.clone();
         let url = url.clone();
-        tokio::spawn(async move { load(&pool, &url, 20_000, 32).await })
+        tokio::spawn(async move { load(&pool, &url, 20_000, 32, |_| {}).await })
     };
     // Reload twice while the load runs: the old workers drain with GOAWAY.
     for _ in 0..2 {
@@ -76,20 +48,14 @@ async fn nginx_reload_in_the_middle_of_a_load_fails_no_request() {
         nginx.reload();
     }
     let failures = running.await.expect("load task");
-    let stats = pool.stats();
-    eprintln!(
-        "nginx reloads under load: {} failures, {} connections, replays {:?}",
-        failures.len(),
-        stats.total().connections_opened,
-        stats.replay
+    assert_no_failures(
+        "nginx reloads under load",
+        &pool,
+        &failures,
+        &nginx.error_log(),
     );
     assert!(
-        failures.is_empty(),
-        "{:?}",
-        &failures[..failures.len().min(5)]
-    );
-    assert!(
-        stats.total().connections_opened >= 2,
+        pool.stats().total().connections_opened >= 2,
         "the reload moved the load to new workers"
     );
 }

@@ -95,10 +95,13 @@ http {{
         assert!(status.success(), "nginx -s reload failed: {status}");
     }
 
+    /// What nginx wrote to its error log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
+    }
+
     fn wait_until_listening(&self) {
-        wait_until_listening("nginx", self.port, || {
-            std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
-        });
+        wait_until_listening("nginx", self.port, || self.error_log());
     }
 }
 
