@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use h2::Reason;
-use h2pool::connection::{HasHandle, Phase};
+use h2pool::connection::{Connection, HasHandle, Http2Settings, Phase};
 use h2pool::drain::{DrainLayer, DrainPolicy};
 use h2pool::{Delivery, ErrorKind, Pool};
 use support::{body_bytes, get, get_with_id, ServerConfig, TestServer};
@@ -145,6 +145,89 @@ async fn max_requests_per_connection_rotates_connections_without_failing_a_reque
         .unwrap();
     assert!(most <= 10 + 8, "a connection served {most} requests");
     assert_eq!(pool.stats().total().errors_total(), 0);
+}
+
+#[tokio::test]
+async fn a_graceful_goaway_no_request_saw_is_still_recorded_as_the_servers() {
+    // An idle connection: no request polls h2 between the server's GOAWAY
+    // and its close, so only the connection task can tell it was the
+    // server's doing (and the pool needs that to learn its schedule).
+    let server = TestServer::start(ServerConfig::default()).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connect to the test server");
+    let connection = Connection::handshake(tcp, &Http2Settings::default())
+        .await
+        .expect("handshake");
+    let handle = connection.handle().clone();
+    server.goaway_all();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let changed = handle.phase_changed_notify().notified();
+            if handle.phase() == Phase::Closed {
+                break;
+            }
+            changed.await;
+        }
+    })
+    .await
+    .expect("the connection closes after the GOAWAY");
+    let reason = handle
+        .close_reason()
+        .expect("a closed connection has a reason");
+    assert_eq!(reason.kind, ErrorKind::GoAway, "{reason:?}");
+    assert_eq!(reason.h2_reason, Some(Reason::NO_ERROR));
+    drop(connection);
+}
+
+#[tokio::test]
+async fn a_server_that_retires_connections_on_a_schedule_finds_each_replacement_already_open() {
+    // The server ends every connection after about 100 streams (nginx's
+    // keepalive_requests, in h2's two-step GOAWAY, so the count the client
+    // sees varies). Once three connections have shown the schedule, the
+    // pool opens each replacement while the old connection still serves,
+    // so no request waits for a connect after a GOAWAY.
+    let server = TestServer::start(ServerConfig {
+        goaway_after: Some(100),
+        ..ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::new();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let pool = pool.clone();
+        let url = server.url("/");
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..250 {
+                let response = pool.clone().oneshot(get(url.clone())).await?;
+                body_bytes(response).await?;
+            }
+            Ok::<_, h2pool::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("no request fails");
+    }
+    let counters = server.counters();
+    let goaways = counters.goaways.load(Ordering::SeqCst);
+    let with_successor = counters.goaways_with_successor.load(Ordering::SeqCst);
+    let opened = pool.stats().total().connections_opened;
+    eprintln!("4000 requests: {goaways} GOAWAYs, {with_successor} with the replacement already open, {opened} connections");
+    assert!(
+        goaways >= 20,
+        "only {goaways} GOAWAYs for 4000 requests at 100 each"
+    );
+    // Three connections to learn from, and one more whose replacement was
+    // due before the third ended.
+    assert!(
+        with_successor + 4 >= goaways,
+        "{goaways} GOAWAYs, only {with_successor} with a replacement already open"
+    );
+    // One replacement per retired connection, not more.
+    assert!(
+        opened <= goaways + 2,
+        "{opened} connections for {goaways} GOAWAYs"
+    );
 }
 
 #[tokio::test]

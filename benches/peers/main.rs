@@ -41,8 +41,7 @@
 //! - `H2POOL_BENCH_CLIENTS`: client names to run (`raw-h2`, `h2pool`,
 //!   `hyper-util`, `tonic`), for profiling one of them; printed only too
 //! - `H2POOL_BENCH_SERVER=test`: run scenarios a to d against the test
-//!   server (`tests/support/server.rs`) instead of the bench server; d then
-//!   uses its random GOAWAY fault at 1% per request
+//!   server (`tests/support/server.rs`) instead of the bench server
 
 mod clients;
 mod report;
@@ -335,21 +334,14 @@ impl Server {
         if !settings.test_server {
             return Server::Bench(server::BenchServer::start(config).await);
         }
-        let faults = test_server::Faults {
-            goaway: if config.goaway_every.is_some() {
-                0.01
-            } else {
-                0.0
-            },
-            ..test_server::Faults::default()
-        };
         Server::Test(
             test_server::TestServer::start(test_server::ServerConfig {
                 max_concurrent_streams: config.max_concurrent_streams,
                 handler_delay: config.handler_delay,
                 initial_window_size: 2 * 1024 * 1024,
                 connection_window_size: 5 * 1024 * 1024,
-                faults,
+                faults: test_server::Faults::default(),
+                goaway_after: config.goaway_every,
             })
             .await,
         )

@@ -52,6 +52,9 @@ use crate::error::{BoxError, Delivery, Error, ErrorKind};
 /// # Ok(()) }
 /// ```
 pub struct Connection {
+    // Declared before `send` so it drops first: once h2 sees its last send
+    // handle go, the driver must already see this count at zero.
+    senders: Arc<()>,
     send: SendRequest<Bytes>,
     handle: ConnectionHandle,
     slot: Option<StreamSlot>,
@@ -104,18 +107,36 @@ impl Connection {
             };
         let ping_pong = connection.ping_pong();
 
+        let senders = Arc::new(());
+        let senders_alive = Arc::downgrade(&senders);
         let driver_handle = handle.clone();
         let driver = tokio::spawn(
             async move {
                 let outcome = connection.await;
-                let (kind, detail) = match &outcome {
-                    Ok(()) => (ErrorKind::ConnectionClosed, "closed".to_owned()),
-                    Err(error) if error.is_go_away() && error.is_remote() => {
-                        (ErrorKind::GoAway, format!("server sent GOAWAY: {error}"))
-                    }
-                    Err(error) => (ErrorKind::ConnectionClosed, format!("connection error: {error}")),
+                let (kind, detail, h2_reason) = match &outcome {
+                    // h2 ends a client connection cleanly in two cases only:
+                    // every send handle is gone (we closed it), or the server
+                    // sent GOAWAY(NO_ERROR) and then closed. With handles
+                    // left, it was the server, even if no request was polled
+                    // in between to see the GOAWAY: record it, so the pool
+                    // learns how long the server keeps connections.
+                    Ok(()) if senders_alive.strong_count() > 0 => (
+                        ErrorKind::GoAway,
+                        "server sent GOAWAY (NO_ERROR) and closed the connection".to_owned(),
+                        Some(h2::Reason::NO_ERROR),
+                    ),
+                    Ok(()) => (ErrorKind::ConnectionClosed, "closed".to_owned(), None),
+                    Err(error) if error.is_go_away() && error.is_remote() => (
+                        ErrorKind::GoAway,
+                        format!("server sent GOAWAY: {error}"),
+                        error.reason(),
+                    ),
+                    Err(error) => (
+                        ErrorKind::ConnectionClosed,
+                        format!("connection error: {error}"),
+                        error.reason(),
+                    ),
                 };
-                let h2_reason = outcome.as_ref().err().and_then(h2::Error::reason);
                 driver_handle.mark_closed_with(kind, detail.clone(), h2_reason);
                 tracing::debug!(reason = %detail, streams = driver_handle.streams_started(), "connection closed");
             }
@@ -155,6 +176,7 @@ impl Connection {
         });
 
         Ok(Connection {
+            senders,
             send,
             handle,
             slot: None,
@@ -246,6 +268,7 @@ impl Connection {
 impl Clone for Connection {
     fn clone(&self) -> Self {
         Connection {
+            senders: self.senders.clone(),
             send: self.send.clone(),
             handle: self.handle.clone(),
             slot: None,

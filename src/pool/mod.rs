@@ -9,12 +9,16 @@
 //! A new connection opens only when every open one is at the server's
 //! SETTINGS_MAX_CONCURRENT_STREAMS; one connect runs at a time per origin
 //! unless the waiting requests need more; each request goes to the
-//! least-loaded connection with a free slot.
+//! least-loaded connection with a free slot. When the server's GOAWAYs (or
+//! the user's own request limit) show how many streams a connection lives
+//! for, the replacement opens while the old connection still has a quarter
+//! of its life left.
 
 mod builder;
 mod config;
 mod dispatch;
 mod future;
+mod lifetime;
 mod origin;
 mod pooled;
 mod service;

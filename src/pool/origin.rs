@@ -21,6 +21,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::config::Config;
+use super::lifetime::Lifetimes;
 use super::pooled::PooledConnection;
 use super::stats::OriginStats;
 use crate::connection::{lock, Connection, ConnectionHandle, Phase, DEFAULT_PEER_MAX_STREAMS};
@@ -117,24 +118,10 @@ struct OriginState {
     failures_in_a_row: u32,
     /// No connect starts before this, after a failure.
     next_connect_at: Option<Instant>,
-    /// Streams the last connection ended by a graceful GOAWAY had taken.
-    last_taken_before_goaway: Option<u64>,
-    /// Connections in a row, the last included, that a graceful GOAWAY
-    /// ended after that same number of streams.
-    same_taken_in_a_row: u32,
-    /// A server that ends every connection after the same number of
-    /// requests (nginx's `keepalive_requests`) refuses the streams sent
-    /// past it; once [`CONNECTIONS_TO_LEARN_FROM`] connections in a row show
-    /// the number, ours retire at it by themselves and nothing is refused.
-    learned_max_requests: Option<u64>,
+    /// How many streams recent connections lived for, to retire ours at a
+    /// server's limit and to replace them ahead of its GOAWAYs.
+    lifetimes: Lifetimes,
 }
-
-/// Connections in a row that must end after the same number of streams
-/// before the pool takes it for the server's limit. Two could agree by
-/// chance when a server sends GOAWAY for its own reasons (the chaos soak
-/// saw it learn 25 and churn through a connection every 25 requests);
-/// a server that counts shows the number on every connection.
-const CONNECTIONS_TO_LEARN_FROM: u32 = 3;
 
 #[derive(Default)]
 struct Counters {
@@ -252,6 +239,7 @@ impl OriginPool {
                 let mut state = lock(&self.state);
                 waiter.seen_failures.get_or_insert(state.connect_failures);
                 self.retire_not_open(&mut state);
+                self.replace_ahead(&mut state);
                 state
                     .connections
                     .iter()
@@ -441,7 +429,7 @@ impl OriginPool {
                 state.next_connect_at = None;
                 let handle = connection.handle().clone();
                 state.last_max_streams = Some(handle.max_streams());
-                let layered = match state.learned_max_requests {
+                let layered = match state.lifetimes.server_limit() {
                     Some(learned) => {
                         let max = self
                             .config
@@ -516,35 +504,63 @@ impl OriginPool {
             return;
         };
         let mut state = lock(&self.state);
-        if state.last_taken_before_goaway == Some(taken) {
-            state.same_taken_in_a_row = state.same_taken_in_a_row.saturating_add(1);
-        } else {
-            state.same_taken_in_a_row = 1;
+        let limit_before = state.lifetimes.server_limit();
+        state.lifetimes.record(taken);
+        let limit = state.lifetimes.server_limit();
+        if limit != limit_before {
+            match limit {
+                Some(requests) => tracing::debug!(
+                    origin = %self.key,
+                    requests,
+                    "the server ends connections after this many requests; retiring ours at it"
+                ),
+                None => tracing::debug!(
+                    origin = %self.key,
+                    requests = taken,
+                    "the server ended a connection after another number of requests; no longer retiring ours early"
+                ),
+            }
         }
-        state.last_taken_before_goaway = Some(taken);
-        // A graceful GOAWAY at another count shows the server ends
-        // connections for other reasons (a restart, load shedding): the
-        // learned number was a coincidence, and keeping it would retire
-        // every connection after a few requests for the pool's lifetime.
-        if state
-            .learned_max_requests
-            .is_some_and(|learned| learned != taken)
-        {
-            state.learned_max_requests = None;
-            tracing::debug!(
-                origin = %self.key,
-                requests = taken,
-                "the server ended a connection after another number of requests; no longer retiring ours early"
-            );
+    }
+
+    /// Opens the replacement of a connection near its end before the end
+    /// comes, so the requests after it do not wait for a connect and a
+    /// handshake: when every open connection has used three quarters of its
+    /// expected life (the per-connection request limit the user set, or
+    /// what the server's recent GOAWAYs show) and no connect is under way.
+    ///
+    /// At most one connection is young at a time, and the prediction is
+    /// dropped once a connection outlives it twice over, so a server whose
+    /// GOAWAYs follow no schedule does not grow the pool.
+    fn replace_ahead(&self, state: &mut OriginState) {
+        if state.connecting > 0 || state.connections.is_empty() {
+            return;
         }
-        let repeated = state.same_taken_in_a_row >= CONNECTIONS_TO_LEARN_FROM;
-        if repeated && taken > 0 && state.learned_max_requests != Some(taken) {
-            state.learned_max_requests = Some(taken);
-            tracing::debug!(
-                origin = %self.key,
-                requests = taken,
-                "the server ends connections after this many requests; retiring ours at it"
-            );
+        let outlived = state.connections.iter().find(|connection| {
+            state
+                .lifetimes
+                .outlived_by(connection.handle().streams_started())
+        });
+        if let Some(connection) = outlived {
+            let streams = connection.handle().streams_started();
+            state.lifetimes.forget();
+            tracing::debug!(origin = %self.key, streams, "a connection outlived the server's recent GOAWAYs; no longer replacing ahead of them");
+        }
+        let configured = self.config.drain.max_requests.map(|max| max - max / 4);
+        let Some(replace_at) = configured
+            .into_iter()
+            .chain(state.lifetimes.replace_at())
+            .min()
+        else {
+            return;
+        };
+        let near_end = state
+            .connections
+            .iter()
+            .all(|connection| connection.handle().streams_started() >= replace_at);
+        if near_end && self.should_connect(state, state.connections.len()) {
+            tracing::debug!(origin = %self.key, "connections near their end; opening a replacement ahead of it");
+            self.spawn_connect(state);
         }
     }
 

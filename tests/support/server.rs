@@ -56,6 +56,12 @@ pub struct ServerConfig {
     pub connection_window_size: u32,
     /// Random faults, each a probability per request in 0.0..=1.0.
     pub faults: Faults,
+    /// Ends every connection with a graceful GOAWAY once it has accepted
+    /// this many streams, like nginx's `keepalive_requests`, but in h2's
+    /// two steps (GOAWAY with the highest id, a PING, then the last id), so
+    /// the streams in flight meanwhile are served too and the count a
+    /// client sees varies.
+    pub goaway_after: Option<u64>,
 }
 
 /// Fault probabilities, per request unless said otherwise. All zero by
@@ -105,6 +111,7 @@ impl Default for ServerConfig {
             initial_window_size: 1024 * 1024,
             connection_window_size: 4 * 1024 * 1024,
             faults: Faults::default(),
+            goaway_after: None,
         }
     }
 }
@@ -146,6 +153,9 @@ pub struct Counters {
     pub arrivals: Mutex<HashMap<String, u64>>,
     /// Requests served per connection id.
     pub per_connection: Mutex<HashMap<u64, u64>>,
+    /// `goaway_after` GOAWAYs sent when the client had already opened
+    /// another connection: one it can move to at once.
+    pub goaways_with_successor: AtomicU64,
 }
 
 struct Shared {
@@ -381,6 +391,7 @@ where
     else {
         return;
     };
+    let mut streams_accepted = 0u64;
     loop {
         while shared.stalled.load(Ordering::SeqCst) {
             let unstalled = shared.unstalled.notified();
@@ -399,6 +410,14 @@ where
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
                     tokio::spawn(handle(request, respond, shared.clone(), id, local_tx.clone()));
+                    streams_accepted += 1;
+                    if shared.config.goaway_after == Some(streams_accepted) {
+                        counters.goaways.fetch_add(1, Ordering::SeqCst);
+                        if shared.next_connection.load(Ordering::SeqCst) > id + 1 {
+                            counters.goaways_with_successor.fetch_add(1, Ordering::SeqCst);
+                        }
+                        connection.graceful_shutdown();
+                    }
                     continue;
                 }
                 Some(Err(_)) | None => return,
