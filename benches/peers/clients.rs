@@ -86,10 +86,15 @@ impl Client {
                 let end_of_stream = body.is_end_stream();
                 let head = request(method, uri, ())?;
                 let (response, mut stream) = send.send_request(head, end_of_stream)?;
-                if !end_of_stream {
-                    upload(&mut stream, body).await?;
-                }
+                // The body streams from a task of its own while the response
+                // is awaited, as hyper and h2pool do (a server may answer
+                // before it has read the whole body).
+                let upload = (!end_of_stream)
+                    .then(|| tokio::spawn(async move { upload(&mut stream, body).await }));
                 let mut recv = response.await?.into_body();
+                if let Some(upload) = upload {
+                    upload.await??;
+                }
                 let mut length = 0;
                 while let Some(chunk) = recv.data().await {
                     let chunk = chunk?;
