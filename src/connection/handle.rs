@@ -238,6 +238,11 @@ impl ConnectionHandle {
     }
 
     pub(crate) fn set_peer_max_streams(&self, max: usize) {
+        // Read first: the limit rarely changes, and a write on every call
+        // would bounce the cache line between the threads sending requests.
+        if self.shared.peer_max_streams.load(Ordering::Acquire) == max {
+            return;
+        }
         let before = self.shared.peer_max_streams.swap(max, Ordering::AcqRel);
         if max > before {
             self.shared.notify.notify_waiters();
@@ -337,7 +342,12 @@ impl ConnectionHandle {
     /// Notes that the server was just heard from (a frame or a PONG).
     pub(crate) fn heard_from_server(&self) {
         let now = u64::try_from(self.shared.created.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.shared.heard_from_ms.fetch_max(now, Ordering::Relaxed);
+        // Every frame of every stream comes here: most land in the same
+        // millisecond as the one before, and skipping their write keeps the
+        // cache line from bouncing between threads.
+        if self.shared.heard_from_ms.load(Ordering::Relaxed) < now {
+            self.shared.heard_from_ms.fetch_max(now, Ordering::Relaxed);
+        }
     }
 
     /// How long ago the server was last heard from, as far as streams and

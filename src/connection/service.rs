@@ -63,6 +63,14 @@ pub struct Connection {
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How often, in streams, a connection with free slots reads the server's
+/// stream limit again. Reading it takes h2's streams lock, which the
+/// connection task holds while it handles frames; every stream would add a
+/// lock per request. A lowered limit is seen within this many streams (h2
+/// holds any excess as pending-open meanwhile, nothing fails), and a
+/// connection with no free slot reads it at once.
+const PEER_LIMIT_CHECK_INTERVAL: u64 = 32;
+
 impl Connection {
     /// Performs the HTTP/2 handshake over `io` and spawns the task that
     /// drives the connection on the current tokio runtime.
@@ -229,23 +237,32 @@ impl Connection {
         }
     }
 
+    /// Reads the server's SETTINGS_MAX_CONCURRENT_STREAMS as h2 last heard it.
+    fn refresh_peer_max_streams(&self) {
+        self.handle
+            .set_peer_max_streams(self.send.current_max_send_streams());
+    }
+
     fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if self.slot.is_some() || !self.handle.is_open() {
                 self.waiter = None;
                 return Poll::Ready(());
             }
-            self.handle
-                .set_peer_max_streams(self.send.current_max_send_streams());
             // Look before registering for wake-ups: usually a slot is free,
             // and registering boxes a `Notified` and locks the `Notify` the
             // whole origin shares, to enter its list and to leave it.
             if self.waiter.is_none() {
+                if self.handle.streams_started() % PEER_LIMIT_CHECK_INTERVAL == 0 {
+                    self.refresh_peer_max_streams();
+                }
                 if let Some(slot) = self.handle.try_reserve() {
                     self.slot = Some(slot);
                     continue;
                 }
             }
+            // No slot free: perhaps the server has raised its limit.
+            self.refresh_peer_max_streams();
             let notify = self.handle.notify();
             let waiter = self
                 .waiter
