@@ -520,3 +520,55 @@ async fn a_server_that_ignores_the_stream_window_is_a_flow_control_error() {
     assert_eq!(error.kind(), ErrorKind::Protocol, "{error:?}");
     setup.assert_healthy_origin_serves().await;
 }
+
+#[tokio::test]
+async fn a_server_that_sheds_every_connection_with_goaway_is_reconnected_to_with_backoff() {
+    // An overloaded server: it completes the handshake, then turns away
+    // every connection with GOAWAY (last stream 0) at its first request.
+    // Each such connection counts as a failed connect, so reconnects back
+    // off instead of running as fast as the server can refuse them.
+    let setup = setup(
+        Pool::builder().connect_backoff(Duration::from_millis(50), Duration::from_secs(1)),
+        on_request(|mut conn: RawConnection, _stream| async move {
+            conn.send_goaway(0, code::NO_ERROR, b"overloaded").await?;
+            conn.close().await;
+            Ok(())
+        }),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let pool = setup.pool.clone();
+        let url = setup.hostile.url("/");
+        workers.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while started.elapsed() < Duration::from_millis(1500) {
+                let outcome =
+                    tokio::time::timeout(ENDS_WITHIN, pool.clone().oneshot(get(url.clone())))
+                        .await
+                        .expect("the request ends instead of hanging");
+                errors.push(outcome.expect_err("the server answers nothing"));
+            }
+            errors
+        }));
+    }
+    let mut errors = Vec::new();
+    for worker in workers {
+        errors.extend(worker.await.expect("worker"));
+    }
+    let connections = setup.hostile.connections_accepted();
+    eprintln!(
+        "{} requests, {connections} connections in {:?}; first error: {}",
+        errors.len(),
+        started.elapsed(),
+        errors[0]
+    );
+    for error in &errors {
+        assert_ne!(error.delivery(), Delivery::MaybeProcessed, "{error:?}");
+    }
+    // Backoff 50 ms, doubling to 1 s, with jitter: a dozen connects in
+    // 1.5 s at most. Without it, each refusal reconnects at once.
+    assert!(connections <= 16, "{connections} connections in 1.5 s");
+    setup.assert_healthy_origin_serves().await;
+}

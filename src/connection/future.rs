@@ -68,7 +68,7 @@ impl Future for ResponseFuture {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(h2_error)) => h2_error,
                 Poll::Ready(Ok(head)) => {
-                    guard.heard_from_server();
+                    guard.answered();
                     let State::Waiting { guard, .. } =
                         std::mem::replace(&mut self.state, State::Failed(None))
                     else {

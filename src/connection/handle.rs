@@ -1,5 +1,5 @@
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,9 @@ pub(crate) struct Shared {
     idle_since_ms: AtomicU64,
     /// Milliseconds after `created` at which the server was last heard from.
     heard_from_ms: AtomicU64,
+    /// Whether any response head arrived: a connection the server ends
+    /// before answering anything is a failed connect, for the backoff.
+    answered: AtomicBool,
     driver: Mutex<Option<tokio::task::AbortHandle>>,
     close_reason: Mutex<Option<CloseReason>>,
     pub(crate) notify: Arc<Notify>,
@@ -99,6 +102,7 @@ impl ConnectionHandle {
                 created: Instant::now(),
                 idle_since_ms: AtomicU64::new(0),
                 heard_from_ms: AtomicU64::new(0),
+                answered: AtomicBool::new(false),
                 driver: Mutex::new(None),
                 close_reason: Mutex::new(None),
                 notify,
@@ -348,6 +352,19 @@ impl ConnectionHandle {
         if self.shared.heard_from_ms.load(Ordering::Relaxed) < now {
             self.shared.heard_from_ms.fetch_max(now, Ordering::Relaxed);
         }
+    }
+
+    /// Notes that a response head arrived on the connection.
+    pub(crate) fn record_answer(&self) {
+        // Read first: after the first answer this is a shared read only.
+        if !self.shared.answered.load(Ordering::Relaxed) {
+            self.shared.answered.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the server has answered any request on the connection.
+    pub fn has_answered(&self) -> bool {
+        self.shared.answered.load(Ordering::Relaxed)
     }
 
     /// How long ago the server was last heard from, as far as streams and

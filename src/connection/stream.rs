@@ -76,6 +76,13 @@ impl StreamGuard {
         self.slot.handle().heard_from_server();
     }
 
+    /// Notes that the response head arrived.
+    pub(crate) fn answered(&self) {
+        let handle = self.slot.handle();
+        handle.heard_from_server();
+        handle.record_answer();
+    }
+
     /// Our error for an h2 error that ended the stream. A stream cut off
     /// because its connection was aborted (a keep-alive PING went
     /// unanswered) says so, rather than "broken pipe".

@@ -189,6 +189,10 @@ impl Builder {
     /// Waits after failed connects to an origin: `initial` after the first,
     /// doubling per failure up to `max`, each with jitter. Default 100 ms
     /// doubling to 10 s.
+    ///
+    /// A connection the server ends with GOAWAY before answering any
+    /// request (an overloaded server shedding load) counts as a failed
+    /// connect too, until a connection answers.
     pub fn connect_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.config.connect_backoff = initial;
         self.config.max_connect_backoff = max.max(initial);

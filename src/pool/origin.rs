@@ -116,6 +116,11 @@ struct OriginState {
     last_max_streams: Option<usize>,
     /// Consecutive connect failures, for the backoff.
     failures_in_a_row: u32,
+    /// Connections in a row that the server ended with GOAWAY before
+    /// answering a request (an overloaded server shedding connections):
+    /// each is a failed connect too, or the pool would reconnect as fast as
+    /// the server can refuse.
+    refused_connections_in_a_row: u32,
     /// No connect starts before this, after a failure.
     next_connect_at: Option<Instant>,
     /// How many streams recent connections lived for, to retire ours at a
@@ -426,7 +431,12 @@ impl OriginPool {
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(origin = %self.key, connection = connection.handle().id(), "connected");
                 state.failures_in_a_row = 0;
-                state.next_connect_at = None;
+                // The connect worked, so its backoff is over; not so one
+                // for a server that turns connections away after the
+                // handshake: it holds until a connection answers.
+                if state.refused_connections_in_a_row == 0 {
+                    state.next_connect_at = None;
+                }
                 let handle = connection.handle().clone();
                 state.last_max_streams = Some(handle.max_streams());
                 let layered = match state.lifetimes.server_limit() {
@@ -464,23 +474,29 @@ impl OriginPool {
                     .fetch_add(1, Ordering::Relaxed);
                 state.connect_failures += 1;
                 state.failures_in_a_row = state.failures_in_a_row.saturating_add(1);
-                let backoff = self.backoff(state.failures_in_a_row);
-                let now = Instant::now();
-                state.next_connect_at = Some(now.checked_add(backoff).unwrap_or(now));
+                let failures = state.failures_in_a_row;
+                let backoff = self.back_off(&mut state, failures);
                 tracing::debug!(origin = %self.key, %error, ?backoff, "connect failed");
                 state.last_connect_error = Some(error.into_shared());
-                drop(state);
-                // Wake the waiters when the backoff ends, so one of them connects.
-                let notify = self.notify.clone();
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    runtime.spawn(async move {
-                        tokio::time::sleep(backoff).await;
-                        notify.notify_waiters();
-                    });
-                }
             }
         }
         self.notify.notify_waiters();
+    }
+
+    /// Holds new connects back for the backoff after `failures` in a row,
+    /// and wakes the waiting requests when it ends, so one of them connects.
+    fn back_off(&self, state: &mut OriginState, failures: u32) -> Duration {
+        let backoff = self.backoff(failures);
+        let now = Instant::now();
+        state.next_connect_at = Some(now.checked_add(backoff).unwrap_or(now));
+        let notify = self.notify.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tokio::time::sleep(backoff).await;
+                notify.notify_waiters();
+            });
+        }
+        backoff
     }
 
     /// Exponential with "equal jitter": half fixed, half random, so a crowd
@@ -498,12 +514,33 @@ impl OriginPool {
         full / 2 + (full / 2).mul_f64(unit)
     }
 
-    /// Called by a connection's watcher once it has closed.
-    fn learn_from_close(&self, handle: &ConnectionHandle) {
+    /// Called by a connection's watcher once it has closed and its last
+    /// stream has ended.
+    fn connection_closed(&self, handle: &ConnectionHandle) {
+        let mut state = lock(&self.state);
+        let ended_by_goaway = handle
+            .close_reason()
+            .is_some_and(|reason| reason.kind == ErrorKind::GoAway);
+        // Requests were sent to it, or are waiting for one: the server
+        // turned them away. (An unused spare the server retires is not a
+        // failure.)
+        let wanted = handle.highest_stream_id() > 0 || state.waiting > 0;
+        if handle.has_answered() {
+            state.refused_connections_in_a_row = 0;
+        } else if ended_by_goaway && wanted {
+            let refused = state.refused_connections_in_a_row.saturating_add(1);
+            state.refused_connections_in_a_row = refused;
+            let backoff = self.back_off(&mut state, refused);
+            tracing::debug!(
+                origin = %self.key,
+                connection = handle.id(),
+                ?backoff,
+                "the server sent GOAWAY before answering any request; backing off before the next connect"
+            );
+        }
         let Some(taken) = handle.streams_taken_before_goaway() else {
             return;
         };
-        let mut state = lock(&self.state);
         let limit_before = state.lifetimes.server_limit();
         state.lifetimes.record(taken);
         let limit = state.lifetimes.server_limit();
@@ -702,7 +739,7 @@ async fn watch(origin: Weak<OriginPool>, handle: ConnectionHandle) {
             // Each stream records how it ended before it gives its slot
             // back, so the connection's account is complete at zero load.
             if phase == Phase::Closed && handle.load() == 0 {
-                origin.learn_from_close(&handle);
+                origin.connection_closed(&handle);
                 return;
             }
         }
