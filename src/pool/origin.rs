@@ -433,7 +433,9 @@ impl OriginPool {
                 state.failures_in_a_row = 0;
                 // The connect worked, so its backoff is over; not so one
                 // for a server that turns connections away after the
-                // handshake: it holds until a connection answers.
+                // handshake, where a handshake proves nothing: that one
+                // runs its course (and the count behind it restarts once a
+                // connection that answered has closed).
                 if state.refused_connections_in_a_row == 0 {
                     state.next_connect_at = None;
                 }
