@@ -572,3 +572,31 @@ async fn a_server_that_sheds_every_connection_with_goaway_is_reconnected_to_with
     assert!(connections <= 16, "{connections} connections in 1.5 s");
     setup.assert_healthy_origin_serves().await;
 }
+
+#[tokio::test]
+async fn a_server_that_raises_its_stream_limit_from_zero_gets_the_waiting_request() {
+    // RFC 9113 lets a server allow no streams for a while (SETTINGS 0) and
+    // raise the limit later. The request waits for it on the one
+    // connection, instead of failing at the pending timeout.
+    let setup = setup(
+        Pool::builder().pending_timeout(Some(Duration::from_secs(10))),
+        |mut conn: RawConnection| async move {
+            conn.handshake(&[(setting::MAX_CONCURRENT_STREAMS, 0)])
+                .await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            conn.send_settings(&[(setting::MAX_CONCURRENT_STREAMS, 100)])
+                .await?;
+            conn.serve_ok().await
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let response = setup
+        .request_hostile("/")
+        .await
+        .expect("the request goes out once the limit is raised");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    eprintln!("answered after {:?}", started.elapsed());
+    assert_eq!(setup.hostile.connections_accepted(), 1);
+    setup.assert_healthy_origin_serves().await;
+}

@@ -120,7 +120,19 @@ impl Connection {
         let driver_handle = handle.clone();
         let driver = tokio::spawn(
             async move {
-                let outcome = connection.await;
+                let outcome = std::future::poll_fn(|cx| {
+                    let outcome = Pin::new(&mut connection).poll(cx);
+                    // A server that allows no streams may raise the limit
+                    // with a later SETTINGS, which only this task sees
+                    // arrive; the requests waiting for it hear of it here.
+                    // (Reading the limit takes h2's lock: only while it is 0.)
+                    if driver_handle.max_streams() == 0 {
+                        driver_handle
+                            .set_peer_max_streams(connection.max_concurrent_send_streams());
+                    }
+                    outcome
+                })
+                .await;
                 let (kind, detail, h2_reason) = match &outcome {
                     // h2 ends a client connection cleanly in two cases only:
                     // every send handle is gone (we closed it), or the server
