@@ -172,7 +172,7 @@ fn colour(client: &str) -> &'static str {
     match client {
         "raw h2" => "#8c8c8c",
         "h2pool" | "h2pool under tonic" => "#1f6fb2",
-        "h2pool, no stream limit" => "#8fbde6",
+        "h2pool, no stream limit" | "h2pool, no GOAWAY" => "#8fbde6",
         "hyper-util" => "#e08a2c",
         _ => "#7b5bb5",
     }
