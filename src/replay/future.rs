@@ -44,7 +44,7 @@ pin_project! {
         S: Service<Request<ReplayBody<B>>>,
     {
         #[pin]
-        attempt: Attempt<S::Future>,
+        attempt: Attempt<S::Future, Request<ReplayBody<B>>>,
         policy: Arc<Policy<C>>,
         // `None` when replays are off.
         replay: Option<ReplayState<S, B>>,
@@ -57,15 +57,16 @@ struct ReplayState<S, B> {
     service: S,
     head: Parts,
     body: ReplayBody<B>,
-    // The next attempt, while the service gets ready for it.
-    next: Option<Request<ReplayBody<B>>>,
 }
 
 pin_project! {
+    // The request waiting for the service lives in the variant, not beside
+    // it: no larger than the future of the other, it adds nothing to the
+    // size every response future has (and moves on every call).
     #[project = AttemptProj]
-    enum Attempt<F> {
+    enum Attempt<F, R> {
         Sending { #[pin] future: F },
-        GettingReady,
+        GettingReady { request: Option<R> },
     }
 }
 
@@ -96,7 +97,6 @@ where
                 service,
                 head,
                 body,
-                next: None,
             }),
             attempts: 1,
         }
@@ -131,19 +131,20 @@ where
                         match next_attempt(this.policy, replay, *this.attempts, error) {
                             Ok(request) => {
                                 *this.attempts += 1;
-                                replay.next = Some(request);
-                                this.attempt.set(Attempt::GettingReady);
+                                this.attempt.set(Attempt::GettingReady {
+                                    request: Some(request),
+                                });
                             }
                             Err(error) => return Poll::Ready(Err(error)),
                         }
                     }
                 },
-                AttemptProj::GettingReady => {
+                AttemptProj::GettingReady { request } => {
                     let Some(replay) = this.replay.as_mut() else {
                         unreachable!("only a replay gets ready for another attempt");
                     };
                     ready!(replay.service.poll_ready(cx))?;
-                    let Some(request) = replay.next.take() else {
+                    let Some(request) = request.take() else {
                         unreachable!("an attempt is prepared before getting ready for it");
                     };
                     let future = replay.service.call(request);
