@@ -9,7 +9,8 @@ use h2pool::replay::ReplayLayer;
 use h2pool::Pool;
 use http::Version;
 use support::apache::Apache;
-use support::real_server::{assert_no_failures, load};
+use support::load;
+use support::real_server::assert_no_failures;
 
 /// Each response must be HTTP/2 from Apache itself.
 fn from_apache_over_h2(response: &http::Response<h2pool::Body>) {

@@ -193,21 +193,8 @@ async fn a_server_that_retires_connections_on_a_schedule_finds_each_replacement_
     })
     .await;
     let pool = Pool::new();
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let pool = pool.clone();
-        let url = server.url("/");
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..250 {
-                let response = pool.clone().oneshot(get(url.clone())).await?;
-                body_bytes(response).await?;
-            }
-            Ok::<_, h2pool::Error>(())
-        }));
-    }
-    for task in tasks {
-        task.await.expect("task").expect("no request fails");
-    }
+    let failures = support::load(&pool, &server.url("/"), 4000, 16, |_| {}).await;
+    assert!(failures.is_empty(), "failures: {failures:?}");
     let counters = server.counters();
     let goaways = counters.goaways.load(Ordering::SeqCst);
     let with_successor = counters.goaways_with_successor.load(Ordering::SeqCst);

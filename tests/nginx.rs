@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use h2pool::replay::ReplayLayer;
 use h2pool::Pool;
+use support::load;
 use support::nginx::Nginx;
-use support::real_server::{assert_no_failures, load};
+use support::real_server::assert_no_failures;
 
 #[tokio::test]
 async fn twenty_thousand_gets_through_nginx_with_keepalive_requests_50_fail_none() {

@@ -358,6 +358,23 @@ impl Server {
 }
 
 /// Raw h2, h2pool and hyper-util, each sending GETs to `server`.
+/// h2pool against `server`, the scenario's server without its handicap:
+/// the rate a target compares with, measured in the same rounds.
+fn h2pool_reference(
+    settings: &Settings,
+    server: &Server,
+    label: &'static str,
+) -> Option<(&'static str, Get)> {
+    if !settings.uses("h2pool") {
+        return None;
+    }
+    let uri = format!("{}/", server.origin())
+        .parse()
+        .expect("a valid URI");
+    let client = Client::h2pool();
+    Some((label, Get { client, uri }))
+}
+
 async fn http_clients(
     server: &Server,
     settings: &Settings,
@@ -416,13 +433,11 @@ async fn stream_limit(settings: &Settings) -> Vec<Row> {
     )
     .await;
     let mut workloads = http_clients(&limited, settings, true).await;
-    if settings.uses("h2pool") {
-        let uri = format!("{}/", unlimited.origin())
-            .parse()
-            .expect("a valid URI");
-        let client = Client::h2pool();
-        workloads.push(("h2pool, no stream limit", Get { client, uri }));
-    }
+    workloads.extend(h2pool_reference(
+        settings,
+        &unlimited,
+        "h2pool, no stream limit",
+    ));
     compare(SCENARIO, workloads, 256, settings).await
 }
 
@@ -516,13 +531,7 @@ async fn goaways(settings: &Settings) -> Vec<Row> {
     let no_goaway = Server::start(settings, server::Config::default()).await;
     // Raw h2 is one connection and has nowhere to go after a GOAWAY.
     let mut workloads = http_clients(&server, settings, false).await;
-    if settings.uses("h2pool") {
-        let uri = format!("{}/", no_goaway.origin())
-            .parse()
-            .expect("a valid URI");
-        let client = Client::h2pool();
-        workloads.push(("h2pool, no GOAWAY", Get { client, uri }));
-    }
+    workloads.extend(h2pool_reference(settings, &no_goaway, "h2pool, no GOAWAY"));
     compare("d. GOAWAY every 100, c=64", workloads, 64, settings).await
 }
 

@@ -10,7 +10,10 @@ pub mod server;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use h2pool::Pool;
 use http_body_util::BodyExt;
+use tower::ServiceExt;
 
 pub use server::{Faults, ServerConfig, TestServer};
 
@@ -62,4 +65,31 @@ pub async fn bare_connection(server: &TestServer) -> h2pool::connection::Connect
     h2pool::connection::Connection::handshake(tcp, &h2pool::connection::Http2Settings::default())
         .await
         .expect("HTTP/2 handshake with the test server")
+}
+
+/// Sends `count` GETs at `concurrency` to `url`; each response must pass
+/// `check` and have the body "ok". Returns the failures.
+pub async fn load(
+    pool: &Pool,
+    url: &str,
+    count: usize,
+    concurrency: usize,
+    check: fn(&http::Response<h2pool::Body>),
+) -> Vec<h2pool::Error> {
+    futures_util::stream::iter(0..count)
+        .map(|_| {
+            let pool = pool.clone();
+            let request = get(url.to_owned());
+            async move {
+                let response = pool.oneshot(request).await?;
+                check(&response);
+                let body = body_bytes(response).await?;
+                assert_eq!(body, "ok");
+                Ok::<_, h2pool::Error>(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .filter_map(|outcome| async move { outcome.err() })
+        .collect()
+        .await
 }

@@ -1,17 +1,14 @@
 //! What the real-server harnesses (`nginx.rs`, `apache.rs`) share: finding
 //! the binary, a free port, a scratch directory, waiting until the server
-//! listens, and the GET load their tests drive through the pool.
+//! listens, and the report on the GET load ([`super::load`]) their tests
+//! drive through the pool.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use h2pool::Pool;
-use tower::ServiceExt;
-
-use super::{body_bytes, get};
 
 /// The binary `name`: from `env_var` if set, else on PATH or in the sbin
 /// directories, where Debian puts servers. Panics with `install_hint` if it
@@ -66,33 +63,6 @@ pub fn wait_until_listening(server: &str, port: u16, log: impl Fn() -> String) {
         "{server} did not listen on port {port} within 10 s:\n{}",
         log()
     );
-}
-
-/// Sends `count` GETs at `concurrency` to `url`; each response must pass
-/// `check` and have the body "ok". Returns the failures.
-pub async fn load(
-    pool: &Pool,
-    url: &str,
-    count: usize,
-    concurrency: usize,
-    check: fn(&http::Response<h2pool::Body>),
-) -> Vec<h2pool::Error> {
-    futures_util::stream::iter(0..count)
-        .map(|_| {
-            let pool = pool.clone();
-            let request = get(url.to_owned());
-            async move {
-                let response = pool.oneshot(request).await?;
-                check(&response);
-                let body = body_bytes(response).await?;
-                assert_eq!(body, "ok");
-                Ok::<_, h2pool::Error>(())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .filter_map(|outcome| async move { outcome.err() })
-        .collect()
-        .await
 }
 
 /// Prints what a load through `pool` cost, then asserts it failed no
