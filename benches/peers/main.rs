@@ -269,7 +269,8 @@ async fn measure<W: Workload>(workload: W, concurrency: usize, settings: &Settin
 
 /// The rounds of one client in one scenario, summed up as a table row.
 fn summarise(scenario: &str, client: &str, rounds: Vec<Measurement>) -> Row {
-    let mut rates: Vec<f64> = rounds.iter().map(Measurement::rate).collect();
+    let round_rates: Vec<f64> = rounds.iter().map(Measurement::rate).collect();
+    let mut rates = round_rates.clone();
     rates.sort_by(f64::total_cmp);
     let mut latencies: Vec<u32> = rounds
         .iter()
@@ -296,6 +297,7 @@ fn summarise(scenario: &str, client: &str, rounds: Vec<Measurement>) -> Row {
         allocations_per_request: Some(allocations as f64 / (completed + failed).max(1) as f64),
         requests: completed,
         failures: failed,
+        round_rates,
         target: None,
     }
 }
@@ -501,13 +503,15 @@ async fn transfers(settings: &Settings) -> Vec<Row> {
                 rates.push(rate);
             }
         }
-        for ((name, _), mut rates) in clients.iter().zip(rates) {
+        for ((name, _), round_rates) in clients.iter().zip(rates) {
+            let mut rates = round_rates.clone();
             rates.sort_by(f64::total_cmp);
             rows.push(Row {
                 scenario: scenario.clone(),
                 client: (*name).to_owned(),
                 bytes_per_sec: Some(rates[rates.len() / 2]),
                 requests: settings.rounds as u64,
+                round_rates,
                 ..Row::default()
             });
         }
@@ -560,45 +564,49 @@ async fn grpc(settings: &Settings) -> Vec<Row> {
 
 /// Marks each h2pool row with the ratio its target is stated in.
 fn mark_targets(rows: &mut [Row]) {
-    let rate = |rows: &[Row], scenario: &str, client: &str| {
-        rows.iter()
-            .find(|row| row.scenario.starts_with(scenario) && row.client == client)
-            .and_then(Row::rate)
-    };
+    // Each target is a ratio to another client in the same scenario, which
+    // ran in the same rounds, back to back.
     let goals = [
-        (
-            "a. GET, concurrency 1",
-            "a. GET, concurrency 1",
-            "raw h2",
-            0.95,
-        ),
-        (
-            "a. GET, concurrency 64",
-            "a. GET, concurrency 64",
-            "raw h2",
-            0.95,
-        ),
-        ("b.", "b.", "h2pool, no stream limit", 0.8),
-        ("c. upload", "c. upload", "raw h2", 0.9),
-        ("c. download", "c. download", "raw h2", 0.9),
-        ("d.", "d.", "h2pool, no GOAWAY", 0.85),
-        ("e.", "e.", "tonic Channel", 1.0),
+        ("a. GET, concurrency 1", "raw h2", 0.95),
+        ("a. GET, concurrency 64", "raw h2", 0.95),
+        ("b.", "h2pool, no stream limit", 0.8),
+        ("c. upload", "raw h2", 0.9),
+        ("c. download", "raw h2", 0.9),
+        ("d.", "h2pool, no GOAWAY", 0.85),
+        ("e.", "tonic Channel", 1.0),
     ];
-    for (scenario, against_scenario, against, goal) in goals {
-        let Some(reference) = rate(rows, against_scenario, against) else {
+    for (scenario, against, goal) in goals {
+        let Some(reference) = rows
+            .iter()
+            .find(|row| row.scenario.starts_with(scenario) && row.client == against)
+            .cloned()
+        else {
+            continue;
+        };
+        let Some(reference_rate) = reference.rate() else {
             continue;
         };
         for row in rows.iter_mut() {
             let is_h2pool = row.client == "h2pool" || row.client == "h2pool under tonic";
-            if is_h2pool && row.scenario.starts_with(scenario) {
-                if let Some(rate) = row.rate() {
-                    row.target = Some(Target {
-                        against: format!("{against} ({against_scenario})"),
-                        ratio: rate / reference,
-                        goal,
-                    });
-                }
+            if !is_h2pool || !row.scenario.starts_with(scenario) {
+                continue;
             }
+            let Some(rate) = row.rate() else { continue };
+            let round_ratios: Vec<f64> = row
+                .round_rates
+                .iter()
+                .zip(&reference.round_rates)
+                .map(|(ours, theirs)| ours / theirs)
+                .collect();
+            row.target = Some(Target {
+                against: against.to_owned(),
+                ratio: rate / reference_rate,
+                goal,
+                rounds_met: round_ratios.iter().filter(|&&ratio| ratio >= goal).count(),
+                rounds: round_ratios.len(),
+                low: round_ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                high: round_ratios.iter().copied().fold(0.0, f64::max),
+            });
         }
     }
 }

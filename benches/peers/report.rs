@@ -15,6 +15,8 @@ pub struct Row {
     pub allocations_per_request: Option<f64>,
     pub requests: u64,
     pub failures: u64,
+    /// The rate of each round, in the order the rounds ran.
+    pub round_rates: Vec<f64>,
     /// For h2pool's rows: the ratio its target is stated in.
     pub target: Option<Target>,
 }
@@ -22,8 +24,16 @@ pub struct Row {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub against: String,
+    /// The median rate over the reference's median rate.
     pub ratio: f64,
     pub goal: f64,
+    /// Round by round (the two ran back to back in each round): how many
+    /// rounds met the goal, of how many, and the lowest and highest ratio.
+    /// The spread is the machine's noise.
+    pub rounds_met: usize,
+    pub rounds: usize,
+    pub low: f64,
+    pub high: f64,
 }
 
 impl Row {
@@ -84,8 +94,14 @@ pub fn markdown(rows: &[Row]) -> String {
                     "short"
                 };
                 format!(
-                    "{:.2}x {} (goal {:.2}x): {verdict}",
-                    target.ratio, target.against, target.goal
+                    "{:.2}x {} (goal {:.2}x): {verdict}; rounds {:.2}-{:.2}, {} of {} met",
+                    target.ratio,
+                    target.against,
+                    target.goal,
+                    target.low,
+                    target.high,
+                    target.rounds_met,
+                    target.rounds
                 )
             });
             let _ = writeln!(
@@ -140,10 +156,14 @@ pub fn json(rows: &[Row], description: &Description) -> String {
             || "null".to_owned(),
             |target| {
                 format!(
-                    "{{\"against\": {}, \"ratio\": {}, \"goal\": {}}}",
+                    "{{\"against\": {}, \"ratio\": {}, \"goal\": {}, \"rounds\": {}, \"rounds_met\": {}, \"round_ratio_low\": {}, \"round_ratio_high\": {}}}",
                     json_string(&target.against),
                     json_number(Some(target.ratio)),
-                    json_number(Some(target.goal))
+                    json_number(Some(target.goal)),
+                    target.rounds,
+                    target.rounds_met,
+                    json_number(Some(target.low)),
+                    json_number(Some(target.high))
                 )
             },
         );
