@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use h2pool::connector::{TlsConnector, TlsError};
+use h2pool::connector::{TlsConnector, TlsError, UnixConnector};
 use h2pool::{ErrorKind, Pool};
 use http_body_util::Full;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
@@ -82,16 +82,21 @@ struct TlsServer {
     port: u16,
 }
 
+/// The server side of TLS with `identity`, offering `alpn`.
+fn acceptor(identity: ServerIdentity, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    let mut config = rustls::ServerConfig::builder_with_provider(ring())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, identity.key)
+        .expect("the server certificate matches its key");
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 impl TlsServer {
     async fn start(identity: ServerIdentity, alpn: &[&[u8]]) -> TlsServer {
-        let mut config = rustls::ServerConfig::builder_with_provider(ring())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default versions")
-            .with_no_client_auth()
-            .with_single_cert(identity.chain, identity.key)
-            .expect("the server certificate matches its key");
-        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = acceptor(identity, alpn);
         let sni = Arc::new(Mutex::new(Vec::new()));
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -416,4 +421,51 @@ async fn pool_new_serves_https_trusting_the_system_roots() {
         .await
         .expect("Pool::new() connects to https:// with the system's roots");
     assert_eq!(response.status(), http::StatusCode::OK);
+}
+
+#[tokio::test]
+async fn tls_runs_over_a_unix_socket_checked_against_the_uri_host() {
+    // A TLS-terminating sidecar on a Unix socket: the transport is the
+    // socket, the server name (SNI and certificate) the URI's host.
+    let ca = TestCa::new("h2pool test CA");
+    let acceptor = acceptor(ca.issue(&["sidecar.internal"], |_| {}), &[b"h2"]);
+    let dir = tempfile::tempdir().expect("a temporary directory for the socket");
+    let path = dir.path().join("tls.sock");
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind the Unix socket");
+    let sni = Arc::new(Mutex::new(Vec::new()));
+    let seen = sni.clone();
+    let server =
+        TestServer::start_unix_with_acceptor(listener, ServerConfig::default(), move |stream| {
+            let acceptor = acceptor.clone();
+            let seen = seen.clone();
+            async move {
+                let tls = acceptor.accept(stream).await?;
+                let name = tls.get_ref().1.server_name().map(str::to_owned);
+                seen.lock().expect("sni lock").push(name);
+                Ok(tls)
+            }
+        });
+    let connector = TlsConnector::from_config(ca.client_config())
+        .https_only()
+        .over(UnixConnector::new(&path));
+    let pool = Pool::builder().connector(connector).build();
+
+    let response = pool
+        .clone()
+        .oneshot(get("https://sidecar.internal/".to_owned()))
+        .await
+        .expect("https over the Unix socket");
+    assert_eq!(body_bytes(response).await.expect("body"), "ok");
+    assert_eq!(
+        *sni.lock().expect("sni lock"),
+        vec![Some("sidecar.internal".to_owned())]
+    );
+    assert_eq!(server.connections_accepted(), 1);
+
+    let error = pool
+        .oneshot(get("http://sidecar.internal/".to_owned()))
+        .await
+        .expect_err("https_only refuses cleartext");
+    assert_eq!(error.kind(), ErrorKind::UnsupportedScheme, "{error:?}");
+    assert_eq!(server.connections_accepted(), 1);
 }

@@ -8,15 +8,17 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
+use http::uri::Scheme;
 use http::Uri;
 use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, CertificateError, ClientConfig, PeerMisbehaved, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tower::ServiceExt;
 use tower_service::Service;
 
-use super::{host_and_port, tcp, UnsupportedScheme};
+use super::{host_and_port, TcpConnector, UnsupportedScheme};
 use crate::error::{BoxError, Delivery, Error, ErrorKind};
 
 /// The only protocol offered in ALPN: h2pool speaks nothing but HTTP/2.
@@ -49,6 +51,11 @@ const ALPN_H2: &[u8] = b"h2";
 /// - [`from_config`](Self::from_config): a [`rustls::ClientConfig`] of your
 ///   own (private CA, client certificates, custom verifier).
 ///
+/// Under the TLS runs a [`TcpConnector`] unless [`over`](Self::over) names
+/// another transport: a [`UnixConnector`](super::UnixConnector) for a
+/// TLS-terminating sidecar, or a connector of your own (a tunnel, socket
+/// options), as hyper-rustls wraps any connector.
+///
 /// ```
 /// use std::sync::Arc;
 /// use h2pool::connector::TlsConnector;
@@ -76,7 +83,8 @@ const ALPN_H2: &[u8] = b"h2";
 /// # drop(pool);
 /// ```
 #[derive(Clone)]
-pub struct TlsConnector {
+pub struct TlsConnector<T = TcpConnector> {
+    transport: T,
     roots: Roots,
     https_only: bool,
 }
@@ -98,6 +106,7 @@ impl TlsConnector {
     /// next one tries again.
     pub fn new() -> Self {
         TlsConnector {
+            transport: TcpConnector::new(),
             roots: Roots::Native,
             https_only: false,
         }
@@ -108,6 +117,7 @@ impl TlsConnector {
     #[cfg(feature = "webpki-roots")]
     pub fn webpki_roots() -> Self {
         TlsConnector {
+            transport: TcpConnector::new(),
             roots: Roots::Webpki,
             https_only: false,
         }
@@ -121,8 +131,38 @@ impl TlsConnector {
     pub fn from_config(mut config: ClientConfig) -> Self {
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         TlsConnector {
+            transport: TcpConnector::new(),
             roots: Roots::Config(tokio_rustls::TlsConnector::from(Arc::new(config))),
             https_only: false,
+        }
+    }
+}
+
+impl<T> TlsConnector<T> {
+    /// Runs over the connections `transport` opens instead of plain TCP,
+    /// with the same roots and settings.
+    ///
+    /// `transport` gets every origin as an `http://` URI with its port
+    /// spelled out (443 for `https://` without one), the form
+    /// [`TcpConnector`] and [`UnixConnector`](super::UnixConnector) serve;
+    /// the TLS server name stays the original URI's host.
+    ///
+    /// ```
+    /// use h2pool::connector::{TlsConnector, UnixConnector};
+    ///
+    /// // TLS to a server behind a Unix socket (a sidecar that terminates
+    /// // mTLS, say); certificates are checked for the URI's host.
+    /// let connector = TlsConnector::new()
+    ///     .https_only()
+    ///     .over(UnixConnector::new("/run/sidecar/tls.sock"));
+    /// let pool = h2pool::Pool::builder().connector(connector).build();
+    /// # drop(pool);
+    /// ```
+    pub fn over<U>(self, transport: U) -> TlsConnector<U> {
+        TlsConnector {
+            transport,
+            roots: self.roots,
+            https_only: self.https_only,
         }
     }
 
@@ -150,7 +190,7 @@ impl Default for TlsConnector {
     }
 }
 
-impl fmt::Debug for TlsConnector {
+impl<T: fmt::Debug> fmt::Debug for TlsConnector<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let roots = match &self.roots {
             Roots::Native => "native",
@@ -159,16 +199,23 @@ impl fmt::Debug for TlsConnector {
             Roots::Config(_) => "config",
         };
         f.debug_struct("TlsConnector")
+            .field("transport", &self.transport)
             .field("roots", &roots)
             .field("https_only", &self.https_only)
             .finish()
     }
 }
 
-impl Service<Uri> for TlsConnector {
-    type Response = MaybeTlsStream;
+impl<T> Service<Uri> for TlsConnector<T>
+where
+    T: Service<Uri> + Clone + Send + Sync + 'static,
+    T::Response: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    T::Error: Into<BoxError>,
+    T::Future: Send + 'static,
+{
+    type Response = MaybeTlsStream<T::Response>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<MaybeTlsStream, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -181,9 +228,8 @@ impl Service<Uri> for TlsConnector {
             match scheme {
                 "https" => {}
                 "http" if !connector.https_only => {
-                    let (host, port) = host_and_port(&uri, 80)?;
-                    let tcp = tcp::connect(host, port).await?;
-                    return Ok(MaybeTlsStream(Stream::Plain(tcp)));
+                    let io = connector.transport.oneshot(uri).await.map_err(Into::into)?;
+                    return Ok(MaybeTlsStream(Stream::Plain(io)));
                 }
                 _ => {
                     let served = if connector.https_only {
@@ -199,9 +245,13 @@ impl Service<Uri> for TlsConnector {
                 TlsError::new(host, Cause::InvalidServerName, Some(Box::new(error)))
             })?;
             let tls = connector.tls(host).await?;
-            let tcp = tcp::connect(host, port).await?;
+            let io = connector
+                .transport
+                .oneshot(transport_uri(&uri, port)?)
+                .await
+                .map_err(Into::into)?;
             let stream = tls
-                .connect(server_name, tcp)
+                .connect(server_name, io)
                 .await
                 .map_err(|error| TlsError::from_handshake(host, error))?;
             match stream.get_ref().1.alpn_protocol() {
@@ -215,6 +265,17 @@ impl Service<Uri> for TlsConnector {
             }
         })
     }
+}
+
+/// What the transport under the TLS connects to: the origin as `http://`,
+/// with its port spelled out.
+fn transport_uri(uri: &Uri, port: u16) -> Result<Uri, BoxError> {
+    let host = uri.host().unwrap_or_default();
+    Ok(Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(format!("{host}:{port}"))
+        .path_and_query("/")
+        .build()?)
 }
 
 /// The config for the system's roots, built once per process.
@@ -465,26 +526,27 @@ fn into_rustls_error(error: io::Error) -> Result<rustls::Error, io::Error> {
     }
 }
 
-/// A connection a [`TlsConnector`] made: TLS for `https://`, plain TCP for
+/// A connection a [`TlsConnector`] made: TLS for `https://`, the bare
+/// transport (TCP unless [`over`](TlsConnector::over) said otherwise) for
 /// `http://`.
 #[derive(Debug)]
-pub struct MaybeTlsStream(Stream);
+pub struct MaybeTlsStream<IO = TcpStream>(Stream<IO>);
 
 #[derive(Debug)]
-enum Stream {
-    Plain(TcpStream),
-    // Boxed: the TLS state is a few KiB, the TCP stream a handful of words.
-    Tls(Box<TlsStream<TcpStream>>),
+enum Stream<IO> {
+    Plain(IO),
+    // Boxed: the TLS state is a few KiB, a socket a handful of words.
+    Tls(Box<TlsStream<IO>>),
 }
 
-impl MaybeTlsStream {
+impl<IO> MaybeTlsStream<IO> {
     /// Returns true if the connection runs over TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self.0, Stream::Tls(_))
     }
 }
 
-impl AsyncRead for MaybeTlsStream {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -497,7 +559,7 @@ impl AsyncRead for MaybeTlsStream {
     }
 }
 
-impl AsyncWrite for MaybeTlsStream {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

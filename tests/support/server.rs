@@ -248,6 +248,22 @@ impl TestServer {
     /// Starts a server on a Unix domain socket listener.
     #[cfg(unix)]
     pub fn start_unix(listener: tokio::net::UnixListener, config: ServerConfig) -> TestServer {
+        Self::start_unix_with_acceptor(listener, config, |stream| async move { Ok(stream) })
+    }
+
+    /// Starts a server on a Unix domain socket listener that first runs
+    /// `accept` on each connection (a TLS handshake, say).
+    #[cfg(unix)]
+    pub fn start_unix_with_acceptor<A, F, S>(
+        listener: tokio::net::UnixListener,
+        config: ServerConfig,
+        accept: A,
+    ) -> TestServer
+    where
+        A: Fn(tokio::net::UnixStream) -> F + Send + Sync + 'static,
+        F: Future<Output = std::io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let shared = Shared::new(config);
         let accept_shared = shared.clone();
         let accept_task = tokio::spawn(async move {
@@ -255,7 +271,13 @@ impl TestServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                tokio::spawn(serve_connection(stream, accept_shared.clone()));
+                let connection = accept(stream);
+                let shared = accept_shared.clone();
+                tokio::spawn(async move {
+                    if let Ok(io) = connection.await {
+                        serve_connection(io, shared).await;
+                    }
+                });
             }
         });
         TestServer {
