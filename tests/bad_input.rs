@@ -165,6 +165,34 @@ async fn zero_stream_and_connection_caps_are_taken_as_one() {
 }
 
 #[tokio::test]
+async fn zero_connection_limits_still_let_requests_out() {
+    // A zero request count, age or idle time would retire every connection
+    // before its first stream, and no request could ever go out.
+    let builders = [
+        (
+            "max_requests_per_connection(0)",
+            Pool::builder().max_requests_per_connection(Some(0)),
+        ),
+        (
+            "max_connection_age(0)",
+            Pool::builder().max_connection_age(Some(Duration::ZERO)),
+        ),
+        (
+            "idle_timeout(0)",
+            Pool::builder().idle_timeout(Some(Duration::ZERO)),
+        ),
+    ];
+    for (setting, builder) in builders {
+        let serves =
+            tokio::time::timeout(Duration::from_secs(10), assert_pool_serves(builder)).await;
+        assert!(
+            serves.is_ok(),
+            "with {setting} the pool served nothing in 10 s"
+        );
+    }
+}
+
+#[tokio::test]
 async fn zero_pending_requests_is_taken_as_one_so_the_first_connect_can_happen() {
     assert_pool_serves(Pool::builder().max_pending_requests(0)).await;
 }

@@ -10,6 +10,9 @@ pub const DEFAULT_MAX_STREAM_ID: u32 = ((1u64 << 31) * 3 / 4) as u32;
 /// Up to 10% is taken off `max_age`, at random, per connection.
 pub const DEFAULT_AGE_JITTER: f64 = 0.1;
 
+/// The least idle time a connection gets before its first stream.
+const FIRST_STREAM_GRACE: Duration = Duration::from_secs(1);
+
 /// When a client retires a connection by itself. Every limit is optional;
 /// by default only stream-id exhaustion drains.
 #[derive(Debug, Clone)]
@@ -52,9 +55,11 @@ impl DrainPolicy {
         self
     }
 
-    /// Drain a connection after this many streams. Default: none.
+    /// Drain a connection after this many streams. Default: none. Zero is
+    /// taken as one: it would retire every connection before its first
+    /// stream.
     pub fn max_requests(mut self, max: Option<u64>) -> Self {
-        self.max_requests = max;
+        self.max_requests = max.map(|max| max.max(1));
         self
     }
 
@@ -89,7 +94,10 @@ impl DrainPolicy {
         handle: &ConnectionHandle,
         age_limit: Option<Duration>,
     ) -> Option<String> {
-        if let Some(limit) = age_limit {
+        // Every connection takes at least one stream, whatever the limit: a
+        // zero age (or one shorter than a handshake) would otherwise retire
+        // each new connection before its first request, and none would go out.
+        if let Some(limit) = age_limit.filter(|_| handle.streams_started() > 0) {
             if handle.age() >= limit {
                 return Some(format!("max connection age {limit:?} reached"));
             }
@@ -105,12 +113,25 @@ impl DrainPolicy {
                 handle.highest_stream_id()
             ));
         }
-        if let (Some(timeout), Some(idle)) = (self.idle_timeout, handle.idle_for()) {
+        if let (Some(timeout), Some(idle)) = (self.idle_limit(handle), handle.idle_for()) {
             if idle >= timeout {
                 return Some(format!("idle for {idle:?}"));
             }
         }
         None
+    }
+
+    /// The idle time after which `handle` drains. A connection that has
+    /// not had its first stream yet gets at least [`FIRST_STREAM_GRACE`]:
+    /// it was opened for a request that is about to use it, and a zero or
+    /// tiny timeout would close it first, every time.
+    fn idle_limit(&self, handle: &ConnectionHandle) -> Option<Duration> {
+        let timeout = self.idle_timeout?;
+        Some(if handle.streams_started() == 0 {
+            timeout.max(FIRST_STREAM_GRACE)
+        } else {
+            timeout
+        })
     }
 
     /// How long until a time limit may be reached, if one is set.
@@ -120,10 +141,12 @@ impl DrainPolicy {
         age_limit: Option<Duration>,
     ) -> Option<Duration> {
         let age = age_limit.map(|limit| limit.saturating_sub(handle.age()));
-        let idle = self.idle_timeout.map(|timeout| match handle.idle_for() {
-            Some(idle) => timeout.saturating_sub(idle),
-            None => timeout,
-        });
+        let idle = self
+            .idle_limit(handle)
+            .map(|timeout| match handle.idle_for() {
+                Some(idle) => timeout.saturating_sub(idle),
+                None => timeout,
+            });
         match (age, idle) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

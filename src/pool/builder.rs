@@ -181,6 +181,7 @@ impl Builder {
 
     /// Retire a connection after this many requests, as nginx's
     /// `keepalive_requests` would, but without failing any. Default: none.
+    /// Zero is taken as one.
     pub fn max_requests_per_connection(mut self, max: Option<u64>) -> Self {
         self.config.drain = self.config.drain.max_requests(max);
         self
