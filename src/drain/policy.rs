@@ -37,8 +37,8 @@ impl Default for DrainPolicy {
 }
 
 impl DrainPolicy {
-    /// Drain a connection this old (less up to [`age_jitter`](Self::age_jitter)).
-    /// Default: none.
+    /// Drain a connection this old (less up to [`age_jitter`](Self::age_jitter)),
+    /// once it has had its first stream. Default: none.
     pub fn max_age(mut self, age: Option<Duration>) -> Self {
         self.max_age = age;
         self
@@ -63,8 +63,9 @@ impl DrainPolicy {
         self
     }
 
-    /// Drain a connection that has had no stream for this long. Default: none
-    /// (the pool sets its own, see [`Builder::idle_timeout`](crate::Builder::idle_timeout)).
+    /// Drain a connection that has had no stream for this long (at least
+    /// 1 s before its first stream). Default: none (the pool sets its own,
+    /// see [`Builder::idle_timeout`](crate::Builder::idle_timeout)).
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
         self
