@@ -58,13 +58,18 @@ impl Lifetimes {
         (first > 0 && recent.iter().all(|&streams| streams == first)).then_some(first)
     }
 
+    /// The shortest recent lifetime, once there are enough to go by.
+    pub(crate) fn shortest(&self) -> Option<u64> {
+        self.full()?.iter().copied().min()
+    }
+
     /// The stream count at which a connection is near enough its end that
-    /// its replacement should start connecting: three quarters of the
-    /// shortest recent lifetime, which leaves a connect and a handshake's
-    /// worth of requests (a quarter of its life) to make it in.
+    /// its replacement should start connecting (see [`near_end`]), for the
+    /// shortest recent lifetime.
     pub(crate) fn replace_at(&self) -> Option<u64> {
-        let shortest = self.full()?.iter().copied().min()?;
-        (shortest > 0).then(|| shortest - shortest / 4)
+        self.shortest()
+            .filter(|&shortest| shortest > 0)
+            .map(near_end)
     }
 
     /// Whether a connection that has taken `streams` proves the recent
@@ -72,10 +77,16 @@ impl Lifetimes {
     /// GOAWAYs follow no schedule, and replacing connections ahead of them
     /// would only add connections.
     pub(crate) fn outlived_by(&self, streams: u64) -> bool {
-        self.full()
-            .and_then(|recent| recent.iter().copied().min())
+        self.shortest()
             .is_some_and(|shortest| streams > shortest.saturating_mul(2))
     }
+}
+
+/// Three quarters of a lifetime of `streams`: the point at which a
+/// connection's replacement starts connecting, which leaves a connect and a
+/// handshake's worth of requests (a quarter of its life) to make it in.
+pub(crate) fn near_end(streams: u64) -> u64 {
+    streams - streams / 4
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::config::Config;
-use super::lifetime::Lifetimes;
+use super::lifetime::{near_end, Lifetimes};
 use super::pooled::PooledConnection;
 use super::stats::OriginStats;
 use crate::connection::{lock, Connection, ConnectionHandle, Phase, DEFAULT_PEER_MAX_STREAMS};
@@ -575,17 +575,19 @@ impl OriginPool {
         if state.connecting > 0 || state.connections.is_empty() {
             return;
         }
-        let outlived = state.connections.iter().find(|connection| {
-            state
-                .lifetimes
-                .outlived_by(connection.handle().streams_started())
-        });
-        if let Some(connection) = outlived {
-            let streams = connection.handle().streams_started();
-            state.lifetimes.forget();
-            tracing::debug!(origin = %self.key, streams, "a connection outlived the server's recent GOAWAYs; no longer replacing ahead of them");
+        // Only with a prediction to check: this runs for every request.
+        if state.lifetimes.shortest().is_some() {
+            let outlived = state
+                .connections
+                .iter()
+                .map(|connection| connection.handle().streams_started())
+                .find(|&streams| state.lifetimes.outlived_by(streams));
+            if let Some(streams) = outlived {
+                state.lifetimes.forget();
+                tracing::debug!(origin = %self.key, streams, "a connection outlived the server's recent GOAWAYs; no longer replacing ahead of them");
+            }
         }
-        let configured = self.config.drain.max_requests.map(|max| max - max / 4);
+        let configured = self.config.drain.max_requests.map(near_end);
         let Some(replace_at) = configured
             .into_iter()
             .chain(state.lifetimes.replace_at())
