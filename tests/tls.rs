@@ -78,7 +78,7 @@ struct ServerIdentity {
 /// The h2 test server behind TLS, and the SNI each handshake carried.
 struct TlsServer {
     server: TestServer,
-    sni: Arc<Mutex<Vec<Option<String>>>>,
+    sni: SeenSni,
     port: u16,
 }
 
@@ -94,6 +94,32 @@ fn acceptor(identity: ServerIdentity, alpn: &[&[u8]]) -> tokio_rustls::TlsAccept
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
+/// The SNI each TLS handshake carried, in order.
+type SeenSni = Arc<Mutex<Vec<Option<String>>>>;
+
+/// A test-server acceptor that runs the TLS handshake over any transport
+/// and records its SNI in `seen`.
+fn recording_sni<IO>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    seen: SeenSni,
+) -> impl Fn(IO) -> BoxFuture<std::io::Result<tokio_rustls::server::TlsStream<IO>>> + Send + Sync + 'static
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    move |io| {
+        let acceptor = acceptor.clone();
+        let seen = seen.clone();
+        Box::pin(async move {
+            let tls = acceptor.accept(io).await?;
+            let name = tls.get_ref().1.server_name().map(str::to_owned);
+            seen.lock().expect("sni lock").push(name);
+            Ok(tls)
+        })
+    }
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
 impl TlsServer {
     async fn start(identity: ServerIdentity, alpn: &[&[u8]]) -> TlsServer {
         let acceptor = acceptor(identity, alpn);
@@ -102,18 +128,11 @@ impl TlsServer {
             .await
             .expect("bind a loopback port for the TLS test server");
         let port = listener.local_addr().expect("bound address").port();
-        let seen = sni.clone();
-        let server =
-            TestServer::start_with_acceptor(listener, ServerConfig::default(), move |tcp| {
-                let acceptor = acceptor.clone();
-                let seen = seen.clone();
-                async move {
-                    let tls = acceptor.accept(tcp).await?;
-                    let name = tls.get_ref().1.server_name().map(str::to_owned);
-                    seen.lock().expect("sni lock").push(name);
-                    Ok(tls)
-                }
-            });
+        let server = TestServer::start_with_acceptor(
+            listener,
+            ServerConfig::default(),
+            recording_sni(acceptor, sni.clone()),
+        );
         TlsServer { server, sni, port }
     }
 
@@ -433,18 +452,11 @@ async fn tls_runs_over_a_unix_socket_checked_against_the_uri_host() {
     let path = dir.path().join("tls.sock");
     let listener = tokio::net::UnixListener::bind(&path).expect("bind the Unix socket");
     let sni = Arc::new(Mutex::new(Vec::new()));
-    let seen = sni.clone();
-    let server =
-        TestServer::start_unix_with_acceptor(listener, ServerConfig::default(), move |stream| {
-            let acceptor = acceptor.clone();
-            let seen = seen.clone();
-            async move {
-                let tls = acceptor.accept(stream).await?;
-                let name = tls.get_ref().1.server_name().map(str::to_owned);
-                seen.lock().expect("sni lock").push(name);
-                Ok(tls)
-            }
-        });
+    let server = TestServer::start_unix_with_acceptor(
+        listener,
+        ServerConfig::default(),
+        recording_sni(acceptor, sni.clone()),
+    );
     let connector = TlsConnector::from_config(ca.client_config())
         .https_only()
         .over(UnixConnector::new(&path));

@@ -227,15 +227,7 @@ impl TestServer {
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                let connection = accept(tcp);
-                let shared = accept_shared.clone();
-                // A handshake of its own per connection: a slow or failing
-                // one must not hold up the next.
-                tokio::spawn(async move {
-                    if let Ok(io) = connection.await {
-                        serve_connection(io, shared).await;
-                    }
-                });
+                spawn_serving(accept(tcp), accept_shared.clone());
             }
         });
         TestServer {
@@ -271,13 +263,7 @@ impl TestServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let connection = accept(stream);
-                let shared = accept_shared.clone();
-                tokio::spawn(async move {
-                    if let Ok(io) = connection.await {
-                        serve_connection(io, shared).await;
-                    }
-                });
+                spawn_serving(accept(stream), accept_shared.clone());
             }
         });
         TestServer {
@@ -379,6 +365,20 @@ impl Drop for TestServer {
         self.accept_task.abort();
         let _ = self.shared.commands.send(Command::Close);
     }
+}
+
+/// Serves HTTP/2 over what `handshake` gives, in a task of its own: a slow
+/// or failing handshake must not hold up the next connection.
+fn spawn_serving<F, S>(handshake: F, shared: Arc<Shared>)
+where
+    F: Future<Output = std::io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Ok(io) = handshake.await {
+            serve_connection(io, shared).await;
+        }
+    });
 }
 
 async fn serve_connection<S>(io: S, shared: Arc<Shared>)
