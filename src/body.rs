@@ -89,7 +89,6 @@ impl http_body::Body for Body {
             match recv.poll_data(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(data))) => {
-                    guard.heard_from_server();
                     // Give the window back now that the consumer has the bytes.
                     let _ = recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -102,10 +101,7 @@ impl http_body::Body for Body {
         }
         match recv.poll_trailers(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(trailers))) => {
-                guard.heard_from_server();
-                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
-            }
+            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Poll::Ready(Ok(None)) => Poll::Ready(None),
             Poll::Ready(Err(h2_error)) => poll_failure(guard, h2_error, cx, failed),
         }

@@ -343,15 +343,11 @@ impl ConnectionHandle {
         *lock(&self.shared.driver) = Some(driver);
     }
 
-    /// Notes that the server was just heard from (a frame or a PONG).
+    /// Notes that the server was just heard from: bytes arrived.
     pub(crate) fn heard_from_server(&self) {
         let now = u64::try_from(self.shared.created.elapsed().as_millis()).unwrap_or(u64::MAX);
-        // Every frame of every stream comes here: most land in the same
-        // millisecond as the one before, and skipping their write keeps the
-        // cache line from bouncing between threads.
-        if self.shared.heard_from_ms.load(Ordering::Relaxed) < now {
-            self.shared.heard_from_ms.fetch_max(now, Ordering::Relaxed);
-        }
+        // Only the connection task writes it; the keep-alive task reads it.
+        self.shared.heard_from_ms.store(now, Ordering::Relaxed);
     }
 
     /// Notes that a response head arrived on the connection.

@@ -13,6 +13,7 @@
 
 mod future;
 mod handle;
+mod io;
 mod service;
 mod settings;
 pub(crate) mod stream;

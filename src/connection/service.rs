@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use super::future::ResponseFuture;
 use super::handle::{ConnectionHandle, Phase, StreamSlot};
+use super::io::Watched;
 use super::settings::Http2Settings;
 use super::stream::{send_body, StreamGuard};
 use crate::body::Body;
@@ -102,6 +103,7 @@ impl Connection {
         let local_max = settings.max_concurrent_streams.unwrap_or(usize::MAX);
         let handle = ConnectionHandle::new(id, local_max, notify);
 
+        let io = Watched::new(io, handle.clone());
         let handshake = settings.h2_builder().handshake::<_, Bytes>(io);
         let (send, mut connection) =
             match tokio::time::timeout(settings.handshake_timeout, handshake).await {

@@ -71,16 +71,9 @@ impl StreamGuard {
         }
     }
 
-    /// Notes that the server sent something on this stream.
-    pub(crate) fn heard_from_server(&self) {
-        self.slot.handle().heard_from_server();
-    }
-
     /// Notes that the response head arrived.
     pub(crate) fn answered(&self) {
-        let handle = self.slot.handle();
-        handle.heard_from_server();
-        handle.record_answer();
+        self.slot.handle().record_answer();
     }
 
     /// Our error for an h2 error that ended the stream. A stream cut off

@@ -108,7 +108,8 @@ async fn run(handle: ConnectionHandle, mut ping_pong: h2::PingPong, keep_alive: 
             continue;
         }
         match tokio::time::timeout(keep_alive.timeout, ping_pong.ping(h2::Ping::opaque())).await {
-            Ok(Ok(_pong)) => handle.heard_from_server(),
+            // The PONG's read noted that the server was heard from.
+            Ok(Ok(_pong)) => {}
             // The connection is gone; its driver says why.
             Ok(Err(_)) => break,
             Err(_) => {
