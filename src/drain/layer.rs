@@ -29,12 +29,14 @@ impl<S: HasHandle> Layer<S> for DrainLayer {
     fn layer(&self, inner: S) -> Drain<S> {
         let handle = inner.handle().clone();
         let age_limit = self.policy.age_limit(&handle);
+        let mut timed = false;
         if self.policy.next_check(&handle, age_limit).is_some() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(drain_on_time(handle, self.policy.clone(), age_limit));
+                timed = true;
             }
         }
-        Drain::new(inner, self.policy.clone(), age_limit)
+        Drain::new(inner, self.policy.clone(), age_limit, timed)
     }
 }
 

@@ -95,14 +95,12 @@ impl DrainPolicy {
         handle: &ConnectionHandle,
         age_limit: Option<Duration>,
     ) -> Option<String> {
-        // Every connection takes at least one stream, whatever the limit: a
-        // zero age (or one shorter than a handshake) would otherwise retire
-        // each new connection before its first request, and none would go out.
-        if let Some(limit) = age_limit.filter(|_| handle.streams_started() > 0) {
-            if handle.age() >= limit {
-                return Some(format!("max connection age {limit:?} reached"));
-            }
-        }
+        self.count_reason(handle)
+            .or_else(|| self.time_reason(handle, age_limit))
+    }
+
+    /// Why `handle` should drain now by its count of streams, if it should.
+    pub(crate) fn count_reason(&self, handle: &ConnectionHandle) -> Option<String> {
         if let Some(max) = self.max_requests {
             if handle.streams_started() >= max {
                 return Some(format!("max requests per connection ({max}) reached"));
@@ -113,6 +111,23 @@ impl DrainPolicy {
                 "stream id {} near exhaustion",
                 handle.highest_stream_id()
             ));
+        }
+        None
+    }
+
+    /// Why `handle` should drain now by its age or idle time, if it should.
+    pub(crate) fn time_reason(
+        &self,
+        handle: &ConnectionHandle,
+        age_limit: Option<Duration>,
+    ) -> Option<String> {
+        // Every connection takes at least one stream, whatever the limit: a
+        // zero age (or one shorter than a handshake) would otherwise retire
+        // each new connection before its first request, and none would go out.
+        if let Some(limit) = age_limit.filter(|_| handle.streams_started() > 0) {
+            if handle.age() >= limit {
+                return Some(format!("max connection age {limit:?} reached"));
+            }
         }
         if let (Some(timeout), Some(idle)) = (self.idle_limit(handle), handle.idle_for()) {
             if idle >= timeout {

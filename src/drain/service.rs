@@ -15,15 +15,25 @@ pub struct Drain<S> {
     inner: S,
     policy: Arc<DrainPolicy>,
     age_limit: Option<Duration>,
+    // Whether a timer task watches the time limits; without one (no tokio
+    // runtime), `poll_ready` reads the clock itself.
+    timed: bool,
 }
 
 impl<S: HasHandle> Drain<S> {
-    /// Wraps `inner` (without the timer task: use the layer for that).
-    pub(crate) fn new(inner: S, policy: Arc<DrainPolicy>, age_limit: Option<Duration>) -> Self {
+    /// Wraps `inner`; `timed` says whether a timer task watches the policy's
+    /// time limits (the layer starts one).
+    pub(crate) fn new(
+        inner: S,
+        policy: Arc<DrainPolicy>,
+        age_limit: Option<Duration>,
+        timed: bool,
+    ) -> Self {
         Drain {
             inner,
             policy,
             age_limit,
+            timed,
         }
     }
 
@@ -60,7 +70,13 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         let handle = self.inner.handle();
         if handle.is_open() {
-            if let Some(reason) = self.policy.reason(handle, self.age_limit) {
+            // The counts change with every stream; the time limits are the
+            // timer task's, which spares each request a read of the clock.
+            let reason = match self.timed {
+                true => self.policy.count_reason(handle),
+                false => self.policy.reason(handle, self.age_limit),
+            };
+            if let Some(reason) = reason {
                 if handle.start_draining(ErrorKind::ConnectionClosed, reason.clone()) {
                     tracing::debug!(connection = handle.id(), %reason, "draining connection");
                 }
