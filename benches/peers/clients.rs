@@ -33,8 +33,9 @@ pub enum Client {
     RawH2(SendRequest<Bytes>),
     /// `h2pool::Pool::new()` with every default layer.
     H2pool(h2pool::Pool),
-    /// hyper-util's legacy client, HTTP/2 only (what reqwest builds on).
-    HyperUtil(hyper_util::client::legacy::Client<HttpConnector, RequestBody>),
+    /// hyper-util's legacy client, HTTP/2 only (what reqwest builds on);
+    /// boxed, as it is several times the size of the others.
+    HyperUtil(Box<hyper_util::client::legacy::Client<HttpConnector, RequestBody>>),
 }
 
 impl Client {
@@ -69,7 +70,7 @@ impl Client {
             .http2_initial_stream_window_size(STREAM_WINDOW)
             .http2_initial_connection_window_size(CONNECTION_WINDOW)
             .build(connector);
-        Client::HyperUtil(client)
+        Client::HyperUtil(Box::new(client))
     }
 
     /// Sends one request and reads the response body to its end; returns

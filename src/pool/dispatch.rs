@@ -72,7 +72,20 @@ where
                         Err(error) => return DispatchFuture::failed(error.with_request(request)),
                     },
                 };
-                DispatchFuture::acquiring(origin, request, shared.config.pending_timeout)
+                match origin.try_acquire::<B>() {
+                    Some(Ok(mut connection)) => {
+                        let response = Service::call(&mut connection, request);
+                        DispatchFuture::sending(origin, response)
+                    }
+                    Some(Err(error)) => {
+                        origin.record_request();
+                        origin.record_error(error.kind());
+                        DispatchFuture::failed(error.with_request(request))
+                    }
+                    None => {
+                        DispatchFuture::acquiring(origin, request, shared.config.pending_timeout)
+                    }
+                }
             }
             Dispatch::Origin(origin) => origin.call(request),
         }
@@ -82,6 +95,15 @@ where
 /// One origin's connections, reserving a stream slot in `poll_ready`.
 pub(crate) struct OriginDispatch {
     origin: Arc<OriginPool>,
+    // Boxed, once per service and kept across calls: the replay layer keeps
+    // a (fresh) clone of the service in every response future, which stays
+    // small this way.
+    reserved: Option<Box<Reserved>>,
+}
+
+/// What `poll_ready` got for the next call.
+#[derive(Default)]
+struct Reserved {
     ready: Option<PooledConnection>,
     failed: Option<Error>,
     waiter: Waiter,
@@ -91,9 +113,7 @@ impl OriginDispatch {
     pub(crate) fn new(origin: Arc<OriginPool>) -> Self {
         OriginDispatch {
             origin,
-            ready: None,
-            failed: None,
-            waiter: Waiter::default(),
+            reserved: None,
         }
     }
 
@@ -103,17 +123,21 @@ impl OriginDispatch {
         B::Data: Buf + Send,
         B::Error: Into<BoxError>,
     {
-        if self.ready.is_some() || self.failed.is_some() {
+        let reserved = self.reserved.get_or_insert_with(Box::default);
+        if reserved.ready.is_some() || reserved.failed.is_some() {
             return Poll::Ready(Ok(()));
         }
-        match self.origin.poll_acquire::<B>(cx, &mut self.waiter, false) {
+        match self
+            .origin
+            .poll_acquire::<B>(cx, &mut reserved.waiter, false)
+        {
             Poll::Pending => Poll::Pending,
             Poll::Ready(outcome) => {
-                self.waiter = Waiter::default();
+                reserved.waiter = Waiter::default();
                 match outcome {
-                    Ok(connection) => self.ready = Some(connection),
+                    Ok(connection) => reserved.ready = Some(connection),
                     // A failed connect is the next call's error, not poll_ready's.
-                    Err(error) => self.failed = Some(error),
+                    Err(error) => reserved.failed = Some(error),
                 }
                 Poll::Ready(Ok(()))
             }
@@ -126,11 +150,15 @@ impl OriginDispatch {
         B::Data: Buf + Send,
         B::Error: Into<BoxError>,
     {
-        if let Some(error) = self.failed.take() {
+        let (ready, failed) = match self.reserved.as_deref_mut() {
+            Some(reserved) => (reserved.ready.take(), reserved.failed.take()),
+            None => (None, None),
+        };
+        if let Some(error) = failed {
             self.origin.record_error(error.kind());
             return DispatchFuture::failed(error.with_request(request));
         }
-        let Some(mut connection) = self.ready.take() else {
+        let Some(mut connection) = ready else {
             return DispatchFuture::failed(
                 Error::new(ErrorKind::NotReady, Delivery::NeverSent).with_request(request),
             );
@@ -181,18 +209,23 @@ pub(crate) struct DispatchFuture<B> {
 }
 
 enum State<B> {
-    Acquiring {
-        origin: Arc<OriginPool>,
-        request: Option<Request<B>>,
-        waiter: Waiter,
-        pending_timeout: Option<Duration>,
-        deadline: Option<Pin<Box<Sleep>>>,
-    },
+    // Boxed: most requests find a slot in `call` and never wait, and this
+    // is by far the largest state, which every response future would carry.
+    Acquiring(Box<Acquiring<B>>),
     Sending {
         origin: Arc<OriginPool>,
         response: PooledFuture,
     },
     Failed(Option<Error>),
+}
+
+/// A request waiting for a stream slot.
+struct Acquiring<B> {
+    origin: Arc<OriginPool>,
+    request: Option<Request<B>>,
+    waiter: Waiter,
+    pending_timeout: Option<Duration>,
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 // The request body is moved, never pinned, so the future can move freely
@@ -207,13 +240,13 @@ impl<B> DispatchFuture<B> {
     ) -> Self {
         origin.record_request();
         DispatchFuture {
-            state: State::Acquiring {
+            state: State::Acquiring(Box::new(Acquiring {
                 origin,
                 request: Some(request),
                 waiter: Waiter::default(),
                 pending_timeout,
                 deadline: None,
-            },
+            })),
         }
     }
 
@@ -243,13 +276,14 @@ where
         let this = &mut *self;
         loop {
             match &mut this.state {
-                State::Acquiring {
-                    origin,
-                    request,
-                    waiter,
-                    pending_timeout,
-                    deadline,
-                } => {
+                State::Acquiring(acquiring) => {
+                    let Acquiring {
+                        origin,
+                        request,
+                        waiter,
+                        pending_timeout,
+                        deadline,
+                    } = &mut **acquiring;
                     let outcome = match origin.poll_acquire::<B>(cx, waiter, true) {
                         Poll::Ready(outcome) => outcome,
                         Poll::Pending => match pending_timeout {
@@ -311,7 +345,7 @@ where
 impl<B> fmt::Debug for DispatchFuture<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Acquiring { .. } => "waiting for a stream slot",
+            State::Acquiring(_) => "waiting for a stream slot",
             State::Sending { .. } => "waiting for response headers",
             State::Failed(Some(_)) => "failed",
             State::Failed(None) => "done",

@@ -5,8 +5,8 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Buf;
@@ -240,19 +240,8 @@ impl OriginPool {
             // layers (a user's among them) may take their own locks, or ask
             // the pool for its stats.
             let held = waiter.candidate.as_ref().map(|held| held.handle().id());
-            let best = {
-                let mut state = lock(&self.state);
-                waiter.seen_failures.get_or_insert(state.connect_failures);
-                self.retire_not_open(&mut state);
-                self.replace_ahead(&mut state);
-                state
-                    .connections
-                    .iter()
-                    .filter(|connection| Some(connection.handle().id()) != held)
-                    .filter(|connection| connection.handle().free_slots() > 0)
-                    .min_by_key(|connection| connection.handle().load())
-                    .cloned()
-            };
+            let (best, connect_failures) = self.pick(held);
+            waiter.seen_failures.get_or_insert(connect_failures);
             if let Some(mut candidate) = best {
                 // The layers check the connection right before dispatch: this
                 // is where a GOAWAY, an age limit or a dead PING shows up.
@@ -307,6 +296,44 @@ impl OriginPool {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// Gets a connection that takes the request now, without waiting and
+    /// without a task to wake: the keyed pool's first look, made in `call`
+    /// so that a request that finds a slot goes out at once and its future
+    /// never holds it. `None` if the first look finds nothing ready; the
+    /// request then waits in its future, through [`poll_acquire`](Self::poll_acquire).
+    pub(crate) fn try_acquire<B>(&self) -> Option<Result<PooledConnection, Error>>
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        let mut candidate = self.pick(None).0?;
+        // Whatever a connection that is not ready registers with this waker
+        // goes with it; the request then registers its own in `poll_acquire`.
+        let mut cx = Context::from_waker(noop_waker());
+        match poll_candidate::<B>(&mut candidate, &mut cx) {
+            Candidate::Ready => Some(Ok(candidate)),
+            Candidate::Failed(error) => Some(Err(error)),
+            Candidate::NotYet | Candidate::Gone => None,
+        }
+    }
+
+    /// The least-loaded open connection with a free slot (other than the
+    /// one `held`), and the count of failed connects, read under one lock.
+    fn pick(&self, held: Option<u64>) -> (Option<PooledConnection>, u64) {
+        let mut state = lock(&self.state);
+        self.retire_not_open(&mut state);
+        self.replace_ahead(&mut state);
+        let best = state
+            .connections
+            .iter()
+            .filter(|connection| Some(connection.handle().id()) != held)
+            .filter(|connection| connection.handle().free_slots() > 0)
+            .min_by_key(|connection| connection.handle().load())
+            .cloned();
+        (best, state.connect_failures)
     }
 
     /// Moves connections that stopped taking streams out of the rotation.
@@ -797,4 +824,14 @@ impl Drop for UnfinishedConnect {
                 )));
         }
     }
+}
+
+/// A waker that does nothing, for a look that must not wait.
+fn noop_waker() -> &'static Waker {
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    static NOOP: OnceLock<Waker> = OnceLock::new();
+    NOOP.get_or_init(|| Waker::from(Arc::new(Noop)))
 }

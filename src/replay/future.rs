@@ -60,13 +60,14 @@ struct ReplayState<S, B> {
 }
 
 pin_project! {
-    // The request waiting for the service lives in the variant, not beside
-    // it: no larger than the future of the other, it adds nothing to the
-    // size every response future has (and moves on every call).
+    // The request waiting for the service lives in the variant, boxed:
+    // a request head is larger than many services' futures, and every
+    // response future (moved on every call) would carry its size for a
+    // replay that few requests need.
     #[project = AttemptProj]
     enum Attempt<F, R> {
         Sending { #[pin] future: F },
-        GettingReady { request: Option<R> },
+        GettingReady { request: Option<Box<R>> },
     }
 }
 
@@ -132,7 +133,7 @@ where
                             Ok(request) => {
                                 *this.attempts += 1;
                                 this.attempt.set(Attempt::GettingReady {
-                                    request: Some(request),
+                                    request: Some(Box::new(request)),
                                 });
                             }
                             Err(error) => return Poll::Ready(Err(error)),
@@ -147,7 +148,7 @@ where
                     let Some(request) = request.take() else {
                         unreachable!("an attempt is prepared before getting ready for it");
                     };
-                    let future = replay.service.call(request);
+                    let future = replay.service.call(*request);
                     this.attempt.set(Attempt::Sending { future });
                 }
             }
