@@ -38,8 +38,9 @@
 //!   (default 5: with 3, one slow round on a busy machine moved a ratio by
 //!   ±0.1)
 //! - `H2POOL_BENCH_MIB`: size of the transfers of scenario c (default 256)
-//! - `H2POOL_BENCH_ONLY`: scenario letters to run, such as `a,e`; results
-//!   are then printed only, not written
+//! - `H2POOL_BENCH_ONLY`: scenario letters to run, such as `a,e`, or for
+//!   scenario a one concurrency, such as `a64`; results are then printed
+//!   only, not written
 //! - `H2POOL_BENCH_CLIENTS`: client names to run (`raw-h2`, `h2pool`,
 //!   `hyper-util`, `tonic`), for profiling one of them; printed only too
 //! - `H2POOL_BENCH_SERVER=test`: run scenarios a to d against the test
@@ -125,6 +126,15 @@ impl Settings {
             clients: std::env::var("H2POOL_BENCH_CLIENTS").ok(),
             test_server: std::env::var("H2POOL_BENCH_SERVER").is_ok_and(|server| server == "test"),
         }
+    }
+
+    /// Whether scenario a runs at `concurrency` (`H2POOL_BENCH_ONLY=a64`).
+    fn runs_small_gets_at(&self, concurrency: usize) -> bool {
+        self.only.as_ref().map_or(true, |only| {
+            only.split(',')
+                .map(str::trim)
+                .any(|s| s == "a" || s == format!("a{concurrency}"))
+        })
     }
 
     fn runs(&self, scenario: char) -> bool {
@@ -408,6 +418,9 @@ async fn small_gets(settings: &Settings) -> Vec<Row> {
     let workloads = http_clients(&server, settings, true).await;
     let mut rows = Vec::new();
     for concurrency in [1, 64, 512] {
+        if !settings.runs_small_gets_at(concurrency) {
+            continue;
+        }
         let scenario = format!("a. GET, concurrency {concurrency}");
         rows.extend(compare(&scenario, workloads.clone(), concurrency, settings).await);
     }
