@@ -353,7 +353,7 @@ where
         let head = Request::from_parts(parts, ());
         match self.send.send_request(head, end_of_stream) {
             Ok((response, send_stream)) => {
-                self.handle.record_stream(response.stream_id().as_u32());
+                self.handle.record_sent();
                 let body_task = if end_of_stream {
                     None
                 } else {
