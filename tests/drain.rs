@@ -299,3 +299,35 @@ async fn drain_layer_drains_when_stream_ids_near_exhaustion() {
     assert_eq!(error.kind(), ErrorKind::ConnectionClosed);
     assert!(error.is_never_sent());
 }
+
+#[tokio::test]
+async fn a_connection_the_pool_retires_closes_once_its_streams_end() {
+    // h2 closes a client connection only once no send handle is left. The
+    // pool keeps its connections' service instances for reuse, each with
+    // one: it must let go of a retired connection's, or the connection
+    // would stay open, draining, for ever.
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::builder()
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .build();
+    let response = pool
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("a response");
+    body_bytes(response).await.expect("the body");
+    let closed = support::eventually(Duration::from_secs(5), || {
+        let stats = pool.stats().total();
+        let at_server = server.counters().connections_active.load(Ordering::SeqCst);
+        stats.connections_open + stats.connections_draining == 0 && at_server == 0
+    })
+    .await;
+    let stats = pool.stats().total();
+    assert!(
+        closed,
+        "{} connections open and {} draining in the pool, {} open at the server",
+        stats.connections_open,
+        stats.connections_draining,
+        server.counters().connections_active.load(Ordering::SeqCst)
+    );
+}

@@ -75,6 +75,7 @@ where
                 match origin.try_acquire::<B>() {
                     Some(Ok(mut connection)) => {
                         let response = Service::call(&mut connection, request);
+                        origin.check_in(connection);
                         DispatchFuture::sending(origin, response)
                     }
                     Some(Err(error)) => {
@@ -167,6 +168,7 @@ impl OriginDispatch {
             return DispatchFuture::failed(error.with_request(request));
         }
         let response = Service::call(&mut connection, request);
+        self.origin.check_in(connection);
         DispatchFuture::sending(self.origin.clone(), response)
     }
 
@@ -310,6 +312,7 @@ where
                     match outcome {
                         Ok(mut connection) => {
                             let response = Service::call(&mut connection, request);
+                            origin.check_in(connection);
                             let origin = origin.clone();
                             this.state = State::Sending { origin, response };
                         }

@@ -30,6 +30,10 @@ use crate::drain::DrainLayer;
 use crate::error::{BoxError, Delivery, Error, ErrorKind};
 use crate::readiness::ReadinessLayer;
 
+/// How many idle service instances an origin keeps. A request holds one
+/// only while it sends its headers, so a few serve any concurrency.
+const MAX_SPARES: usize = 16;
+
 /// Requests to the same scheme and authority share connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct OriginKey {
@@ -105,6 +109,11 @@ pub(crate) struct OriginPool {
 struct OriginState {
     /// Connections that take new streams (or did at the last look).
     connections: Vec<PooledConnection>,
+    /// Service instances of open connections, idle between requests. A
+    /// request takes one rather than cloning its connection's: a clone and
+    /// its drop each take h2's lock (which the connection's task needs for
+    /// every frame) and count up and down every shared part.
+    spares: Vec<PooledConnection>,
     /// Connections finishing their streams; the pool no longer holds their
     /// send handles, so h2 closes each once its last stream ends.
     draining: Vec<ConnectionHandle>,
@@ -332,8 +341,38 @@ impl OriginPool {
             .filter(|connection| Some(connection.handle().id()) != held)
             .filter(|connection| connection.handle().free_slots() > 0)
             .min_by_key(|connection| connection.handle().load())
-            .cloned();
+            .map(PooledConnection::handle)
+            .map(ConnectionHandle::id);
+        let best = best.and_then(|id| {
+            let spare = state
+                .spares
+                .iter()
+                .position(|spare| spare.handle().id() == id);
+            match spare {
+                Some(index) => Some(state.spares.swap_remove(index)),
+                None => state
+                    .connections
+                    .iter()
+                    .find(|connection| connection.handle().id() == id)
+                    .cloned(),
+            }
+        });
         (best, state.connect_failures)
+    }
+
+    /// Takes back a connection's service instance once a request has been
+    /// sent on it, for the next request to use.
+    pub(crate) fn check_in(&self, instance: PooledConnection) {
+        let mut state = lock(&self.state);
+        // Only for an open connection: the pool must let go of a retired
+        // one's send handles, or h2 would never close it.
+        if instance.handle().is_open() && state.spares.len() < MAX_SPARES {
+            state.spares.push(instance);
+            return;
+        }
+        drop(state);
+        // Dropped outside the lock: it takes h2's.
+        drop(instance);
     }
 
     /// Moves connections that stopped taking streams out of the rotation.
@@ -357,6 +396,7 @@ impl OriginPool {
             .draining
             .retain(|handle| handle.phase() != Phase::Closed);
         if retired {
+            state.spares.retain(|spare| spare.handle().is_open());
             // A replacement before waiting requests need one, when the retired
             // connection was in use and those left have no room. (An idle one
             // that retires is not replaced: that would churn forever.)
