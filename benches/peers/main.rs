@@ -35,8 +35,9 @@
 //! - `H2POOL_BENCH_SECS`: seconds measured per client per round (default 1)
 //! - `H2POOL_BENCH_WARMUP_SECS`: load before each measurement (default 0.3)
 //! - `H2POOL_BENCH_ROUNDS`: rounds; a rate is the median of its rounds
-//!   (default 5: with 3, one slow round on a busy machine moved a ratio by
-//!   ±0.1)
+//!   (default 9: on two cores a round's ratio at concurrency 1 ranges
+//!   over ±0.2, as tasks land on one worker or on both; with 5 rounds the
+//!   median of the same build still moved by ±0.1 from run to run)
 //! - `H2POOL_BENCH_MIB`: size of the transfers of scenario c (default 256)
 //! - `H2POOL_BENCH_ONLY`: scenario letters to run, such as `a,e`, or for
 //!   scenario a one concurrency, such as `a64`; results are then printed
@@ -120,7 +121,7 @@ impl Settings {
         Settings {
             measure: Duration::from_secs_f64(number("H2POOL_BENCH_SECS", 1.0)),
             warmup: Duration::from_secs_f64(number("H2POOL_BENCH_WARMUP_SECS", 0.3)),
-            rounds: number("H2POOL_BENCH_ROUNDS", 5.0).max(1.0) as usize,
+            rounds: number("H2POOL_BENCH_ROUNDS", 9.0).max(1.0) as usize,
             transfer_bytes: (number("H2POOL_BENCH_MIB", 256.0) * 1024.0 * 1024.0) as u64,
             only: std::env::var("H2POOL_BENCH_ONLY").ok(),
             clients: std::env::var("H2POOL_BENCH_CLIENTS").ok(),
