@@ -69,16 +69,23 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let policy = &self.policy;
-        Counters::add(&policy.counters.requests);
         if policy.max_attempts <= 1 {
             let request = request.map(ReplayBody::passthrough);
-            return ResponseFuture::single(self.inner.call(request), self.policy.clone());
+            let future = self.inner.call(request);
+            Counters::add(&self.policy.counters.requests);
+            return ResponseFuture::single(future, self.policy.clone());
         }
-        policy.budget.deposit();
         let (head, body) = request.into_parts();
         let body = ReplayBody::new(body, policy.buffer_limit);
         let replays = body.detached();
         let future = self.inner.call(Request::from_parts(head.clone(), body));
+        // Counted once the request is on its way (the inner service may send
+        // it from `call`): this is bookkeeping, and the request need not
+        // wait for it. A replay can only be asked for once the future is
+        // polled, after the deposit.
+        let policy = &self.policy;
+        Counters::add(&policy.counters.requests);
+        policy.budget.deposit();
         ResponseFuture::replaying(
             future,
             self.inner.clone(),
