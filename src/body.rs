@@ -36,6 +36,10 @@ enum Kind {
         recv: h2::RecvStream,
         guard: StreamGuard,
         data_done: bool,
+        // Whether h2 was asked, after the first chunk, if the stream ended
+        // with it; and whether it had (no data or trailers are left then).
+        looked_for_end: bool,
+        ended: bool,
         // Set when h2 reported our own reset: the body task's error explains it.
         failed: Option<h2::Error>,
     },
@@ -53,6 +57,8 @@ impl Body {
                 recv,
                 guard,
                 data_done: false,
+                looked_for_end: false,
+                ended: false,
                 failed: None,
             },
         }
@@ -77,11 +83,16 @@ impl http_body::Body for Body {
             recv,
             guard,
             data_done,
+            looked_for_end,
+            ended,
             failed,
         } = &mut self.kind
         else {
             return Poll::Ready(None);
         };
+        if *ended {
+            return Poll::Ready(None);
+        }
         if let Some(h2_error) = failed.take() {
             return poll_failure(guard, h2_error, cx, failed);
         }
@@ -91,6 +102,14 @@ impl http_body::Body for Body {
                 Poll::Ready(Some(Ok(data))) => {
                     // Give the window back now that the consumer has the bytes.
                     let _ = recv.flow_control().release_capacity(data.len());
+                    // Most responses fit one DATA frame, which ends the
+                    // stream: knowing it now spares the next poll two trips
+                    // through h2's lock (for the end of the data, then for
+                    // trailers). Asked once, so a long body pays it once.
+                    if !*looked_for_end {
+                        *looked_for_end = true;
+                        *ended = recv.is_end_stream();
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Poll::Ready(Some(Err(h2_error))) => {
@@ -110,6 +129,7 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Empty => true,
+            Kind::Stream { ended: true, .. } => true,
             Kind::Stream { recv, .. } => recv.is_end_stream(),
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use h2pool::{ErrorKind, Pool};
-use http_body::Frame;
+use http_body::{Body as _, Frame};
 use http_body_util::{BodyExt, StreamBody};
 use support::{body_bytes, get, ServerConfig, TestServer};
 use tokio::sync::mpsc;
@@ -258,4 +258,39 @@ async fn a_slow_reader_slows_the_server_instead_of_buffering() {
         buffered <= 128 * 1024,
         "{buffered} bytes buffered past the window"
     );
+}
+
+#[tokio::test]
+async fn a_body_ends_right_after_one_frame_or_after_many() {
+    // The body asks h2, after the first DATA frame, whether the stream
+    // ended with it (most responses fit one frame) and then ends without
+    // asking again; a body with more data must not be cut short by that.
+    // (Trailers after one frame: `bidi_works_when_the_server_waits_for_client_data_before_its_headers`.)
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::new();
+
+    let response = pool
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("a response");
+    let mut body = response.into_body();
+    assert!(!body.is_end_stream(), "nothing read yet");
+    let frame = body.frame().await.expect("a frame").expect("no error");
+    assert_eq!(frame.into_data().expect("data"), "ok");
+    assert!(body.is_end_stream(), "the only frame ended the stream");
+    assert!(body.frame().await.is_none());
+
+    let response = pool
+        .clone()
+        .oneshot(get(server.url("/download/100000")))
+        .await
+        .expect("a response");
+    let mut body = response.into_body();
+    let mut length = 0;
+    while let Some(frame) = body.frame().await {
+        length += frame.expect("no error").into_data().expect("data").len();
+    }
+    assert_eq!(length, 100_000);
+    assert!(body.is_end_stream());
 }
