@@ -94,7 +94,7 @@ pub fn markdown(rows: &[Row]) -> String {
                     "short"
                 };
                 format!(
-                    "{:.2}x {} (goal {:.2}x): {verdict}; rounds {:.2}-{:.2}, {} of {} met",
+                    "{:.3}x {} (goal {:.2}x): {verdict}; rounds {:.2}-{:.2}, {} of {} met",
                     target.ratio,
                     target.against,
                     target.goal,
