@@ -335,29 +335,25 @@ impl OriginPool {
         let mut state = lock(&self.state);
         self.retire_not_open(&mut state);
         self.replace_ahead(&mut state);
-        let best = state
-            .connections
+        let OriginState {
+            connections,
+            spares,
+            connect_failures,
+            ..
+        } = &mut *state;
+        let best = connections
             .iter()
             .filter(|connection| Some(connection.handle().id()) != held)
             .filter(|connection| connection.handle().free_slots() > 0)
             .min_by_key(|connection| connection.handle().load())
-            .map(PooledConnection::handle)
-            .map(ConnectionHandle::id);
-        let best = best.and_then(|id| {
-            let spare = state
-                .spares
-                .iter()
-                .position(|spare| spare.handle().id() == id);
-            match spare {
-                Some(index) => Some(state.spares.swap_remove(index)),
-                None => state
-                    .connections
-                    .iter()
-                    .find(|connection| connection.handle().id() == id)
-                    .cloned(),
-            }
-        });
-        (best, state.connect_failures)
+            .map(|best| {
+                let id = best.handle().id();
+                match spares.iter().position(|spare| spare.handle().id() == id) {
+                    Some(index) => spares.swap_remove(index),
+                    None => best.clone(),
+                }
+            });
+        (best, *connect_failures)
     }
 
     /// Takes back a connection's service instance once a request has been
