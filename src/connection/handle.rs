@@ -364,8 +364,8 @@ impl ConnectionHandle {
         self.shared.answered.load(Ordering::Relaxed)
     }
 
-    /// How long ago the server was last heard from, as far as streams and
-    /// PINGs tell.
+    /// How long ago the server was last heard from: bytes read from the
+    /// connection, whatever frame they carried.
     pub fn silent_for(&self) -> Duration {
         let since = Duration::from_millis(self.shared.heard_from_ms.load(Ordering::Relaxed));
         self.age().saturating_sub(since)

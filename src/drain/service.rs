@@ -72,9 +72,10 @@ where
         if handle.is_open() {
             // The counts change with every stream; the time limits are the
             // timer task's, which spares each request a read of the clock.
-            let reason = match self.timed {
-                true => self.policy.count_reason(handle),
-                false => self.policy.reason(handle, self.age_limit),
+            let reason = if self.timed {
+                self.policy.count_reason(handle)
+            } else {
+                self.policy.reason(handle, self.age_limit)
             };
             if let Some(reason) = reason {
                 if handle.start_draining(ErrorKind::ConnectionClosed, reason.clone()) {

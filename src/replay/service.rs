@@ -70,10 +70,9 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let policy = &self.policy;
         if policy.max_attempts <= 1 {
-            let request = request.map(ReplayBody::passthrough);
-            let future = self.inner.call(request);
-            Counters::add(&self.policy.counters.requests);
-            return ResponseFuture::single(future, self.policy.clone());
+            let future = self.inner.call(request.map(ReplayBody::passthrough));
+            Counters::add(&policy.counters.requests);
+            return ResponseFuture::single(future, policy.clone());
         }
         let (head, body) = request.into_parts();
         let body = ReplayBody::new(body, policy.buffer_limit);
@@ -83,16 +82,9 @@ where
         // it from `call`): this is bookkeeping, and the request need not
         // wait for it. A replay can only be asked for once the future is
         // polled, after the deposit.
-        let policy = &self.policy;
         Counters::add(&policy.counters.requests);
         policy.budget.deposit();
-        ResponseFuture::replaying(
-            future,
-            self.inner.clone(),
-            self.policy.clone(),
-            head,
-            replays,
-        )
+        ResponseFuture::replaying(future, self.inner.clone(), policy.clone(), head, replays)
     }
 }
 
