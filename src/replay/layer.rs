@@ -1,10 +1,10 @@
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tower::retry::budget::{Budget, TpsBudget};
+use tower::retry::budget::Budget;
 use tower_layer::Layer;
 
+use super::budget::RecentRequestsBudget;
 use super::classify::SourceChainClassifier;
 use super::service::Replay;
 use super::stats::{Counters, ReplayStats};
@@ -20,12 +20,12 @@ pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
 ///
 /// ```
 /// use std::time::Duration;
-/// use h2pool::replay::{ReplayLayer, TpsBudget};
+/// use h2pool::replay::{RecentRequestsBudget, ReplayLayer};
 ///
 /// let layer = ReplayLayer::new()
 ///     .max_attempts(3)
 ///     .buffer_limit(16 * 1024)
-///     .retry_budget(TpsBudget::new(Duration::from_secs(10), 5, 0.1));
+///     .retry_budget(RecentRequestsBudget::new(Duration::from_secs(10), 5, 0.1));
 /// # drop(layer);
 /// ```
 #[derive(Clone)]
@@ -49,7 +49,7 @@ impl ReplayLayer {
     /// Replays what was never sent or was refused: up to
     /// [`DEFAULT_MAX_ATTEMPTS`] attempts, bodies kept up to
     /// [`DEFAULT_BUFFER_LIMIT`], within a budget of 20% of recent requests
-    /// plus 10 replays a second (tower's [`TpsBudget`] over 10 s).
+    /// plus 10 replays a second, over 10 s (a [`RecentRequestsBudget`]).
     pub fn new() -> Self {
         ReplayLayer {
             policy: Arc::new(Policy {
@@ -58,7 +58,7 @@ impl ReplayLayer {
                 retry_idempotent: false,
                 replay_connect_failures: false,
                 classifier: SourceChainClassifier,
-                budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+                budget: Arc::new(RecentRequestsBudget::default()),
                 counters: Arc::default(),
             }),
         }
@@ -88,6 +88,9 @@ impl<C: Clone> ReplayLayer<C> {
 
     /// Limits replays to what `budget` allows, so a failing server cannot
     /// cause a storm of them. Every request deposits; every replay withdraws.
+    /// Any tower [`Budget`] serves, tower's own
+    /// [`TpsBudget`](super::TpsBudget) among them (which takes a lock on
+    /// every deposit).
     pub fn retry_budget(self, budget: impl Budget + Send + Sync + 'static) -> Self {
         self.with(|policy| policy.budget = Arc::new(budget))
     }

@@ -50,6 +50,7 @@
 //! ```
 
 mod body;
+mod budget;
 mod classify;
 mod future;
 mod layer;
@@ -57,6 +58,7 @@ mod service;
 mod stats;
 
 pub use self::body::ReplayBody;
+pub use self::budget::RecentRequestsBudget;
 pub use self::classify::{Classify, SourceChainClassifier};
 pub use self::future::{Attempts, ResponseFuture};
 pub use self::layer::{ReplayLayer, DEFAULT_BUFFER_LIMIT, DEFAULT_MAX_ATTEMPTS};

@@ -1,0 +1,220 @@
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tower::retry::budget::Budget;
+
+/// Time slots a budget's window is cut into, as in tower's `TpsBudget`.
+const SLOTS: usize = 10;
+
+/// One replay, in the budget's units (thousandths of a replay, so that a
+/// fractional percentage loses nothing to rounding).
+const REPLAY: i64 = 1000;
+
+/// A retry budget: replays may add up to a share of the recent requests,
+/// plus a floor per second for clients that send few.
+///
+/// It counts as tower's [`TpsBudget`](super::TpsBudget) (Finagle's
+/// `RetryBudget`) does, over a window cut into ten slots, and differs in
+/// cost: every request deposits, and here a deposit is one relaxed atomic
+/// add on the current slot, where `TpsBudget` takes a mutex on every deposit
+/// to see whether its window has moved on. Under load from many threads
+/// that mutex is one more lock every request queues on. Here the lock is
+/// taken only to start a new slot, once per slot length.
+///
+/// A withdrawal reads the whole window; two made at the same instant may
+/// both pass when only one was left (as with `TpsBudget`).
+///
+/// ```
+/// use std::time::Duration;
+/// use h2pool::replay::{Budget, RecentRequestsBudget};
+///
+/// // No floor, and 50% of the requests of the last 10 s.
+/// let budget = RecentRequestsBudget::new(Duration::from_secs(10), 0, 0.5);
+/// budget.deposit();
+/// budget.deposit();
+/// assert!(budget.withdraw());
+/// assert!(!budget.withdraw());
+/// ```
+pub struct RecentRequestsBudget {
+    started: Instant,
+    slot_millis: u64,
+    /// The slot (counted in slot lengths since `started`) that `slots`
+    /// were last brought up to.
+    current: AtomicU64,
+    /// Deposits minus withdrawals per slot, in thousandths of a replay.
+    slots: [AtomicI64; SLOTS],
+    /// Held while a slot starts, so that one thread clears stale slots.
+    starting_slot: Mutex<()>,
+    /// The floor over the whole window, in thousandths of a replay.
+    reserve: i64,
+    /// What one request adds, in thousandths of a replay.
+    deposit: i64,
+}
+
+impl RecentRequestsBudget {
+    /// Allows replays up to `retry_percent` of the requests of the last
+    /// `ttl` (0.2 is 20%), plus `min_per_sec` replays a second over it.
+    ///
+    /// A `ttl` below 10 ms is taken as 10 ms; a negative or NaN
+    /// `retry_percent` as 0.
+    pub fn new(ttl: Duration, min_per_sec: u32, retry_percent: f32) -> Self {
+        let ttl = ttl.max(Duration::from_millis(SLOTS as u64));
+        let slot_millis = u64::try_from(ttl.as_millis() / SLOTS as u128).unwrap_or(u64::MAX);
+        let reserve = f64::from(min_per_sec) * ttl.as_secs_f64() * REPLAY as f64;
+        // `as` saturates, and takes NaN to 0.
+        let deposit = (f64::from(retry_percent) * REPLAY as f64).round().max(0.0) as i64;
+        RecentRequestsBudget {
+            started: Instant::now(),
+            slot_millis,
+            current: AtomicU64::new(0),
+            slots: Default::default(),
+            starting_slot: Mutex::new(()),
+            reserve: reserve as i64,
+            deposit,
+        }
+    }
+
+    fn slot_now(&self) -> u64 {
+        let elapsed = self.started.elapsed();
+        let millis = elapsed
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(elapsed.subsec_millis()));
+        millis / self.slot_millis
+    }
+
+    /// Brings the slots up to `slot`, clearing those that fell out of the
+    /// window. Without a lock while `slot` is the current one.
+    fn start_slot(&self, slot: u64) {
+        if self.current.load(Ordering::Acquire) >= slot {
+            return;
+        }
+        let _starting = self
+            .starting_slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.current.load(Ordering::Acquire);
+        if current >= slot {
+            return;
+        }
+        for stale in (current + 1..=slot).rev().take(SLOTS) {
+            self.slots[index(stale)].store(0, Ordering::Relaxed);
+        }
+        // Release: whoever sees the new slot sees it cleared.
+        self.current.store(slot, Ordering::Release);
+    }
+
+    fn deposit_at(&self, slot: u64) {
+        self.start_slot(slot);
+        self.slots[index(slot)].fetch_add(self.deposit, Ordering::Relaxed);
+    }
+
+    fn withdraw_at(&self, slot: u64) -> bool {
+        self.start_slot(slot);
+        if self.balance() < REPLAY {
+            return false;
+        }
+        self.slots[index(slot)].fetch_sub(REPLAY, Ordering::Relaxed);
+        true
+    }
+
+    fn balance(&self) -> i64 {
+        self.slots
+            .iter()
+            .map(|slot| slot.load(Ordering::Relaxed))
+            .fold(self.reserve, i64::saturating_add)
+    }
+}
+
+fn index(slot: u64) -> usize {
+    (slot % SLOTS as u64) as usize
+}
+
+impl Budget for RecentRequestsBudget {
+    fn deposit(&self) {
+        self.deposit_at(self.slot_now());
+    }
+
+    fn withdraw(&self) -> bool {
+        self.withdraw_at(self.slot_now())
+    }
+}
+
+impl Default for RecentRequestsBudget {
+    /// 20% of the requests of the last 10 s, plus 10 replays a second.
+    fn default() -> Self {
+        RecentRequestsBudget::new(Duration::from_secs(10), 10, 0.2)
+    }
+}
+
+impl fmt::Debug for RecentRequestsBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecentRequestsBudget")
+            .field("replays_left", &(self.balance() / REPLAY))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEN_SECONDS: Duration = Duration::from_secs(10);
+
+    fn withdrawals(budget: &RecentRequestsBudget, slot: u64) -> usize {
+        std::iter::from_fn(|| budget.withdraw_at(slot).then_some(()))
+            .take(10_000)
+            .count()
+    }
+
+    #[test]
+    fn the_floor_allows_min_per_sec_over_the_window() {
+        let budget = RecentRequestsBudget::new(TEN_SECONDS, 3, 0.0);
+        budget.deposit_at(0);
+        assert_eq!(withdrawals(&budget, 0), 30);
+    }
+
+    #[test]
+    fn deposits_allow_their_percentage_even_a_fraction() {
+        let budget = RecentRequestsBudget::new(TEN_SECONDS, 0, 0.6);
+        for _ in 0..5 {
+            budget.deposit_at(0);
+        }
+        // tower's TpsBudget truncates 1 / 0.6 and would allow 5 (tower#857).
+        assert_eq!(withdrawals(&budget, 0), 3);
+    }
+
+    #[test]
+    fn deposits_expire_once_the_window_passes_them() {
+        let budget = RecentRequestsBudget::new(TEN_SECONDS, 0, 1.0);
+        budget.deposit_at(0);
+        budget.deposit_at(5);
+        assert!(budget.withdraw_at(9), "both deposits are in the window");
+        assert!(budget.withdraw_at(9));
+        assert!(!budget.withdraw_at(9));
+
+        let budget = RecentRequestsBudget::new(TEN_SECONDS, 0, 1.0);
+        budget.deposit_at(0);
+        budget.deposit_at(5);
+        assert_eq!(withdrawals(&budget, 10), 1, "slot 0 has left the window");
+        budget.deposit_at(40);
+        assert_eq!(withdrawals(&budget, 40), 1, "a long silence clears it all");
+    }
+
+    #[test]
+    fn deposits_from_many_threads_all_count() {
+        let budget = RecentRequestsBudget::new(TEN_SECONDS, 0, 0.001);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..10_000 {
+                        budget.deposit();
+                    }
+                });
+            }
+        });
+        assert_eq!(withdrawals(&budget, budget.slot_now()), 40);
+    }
+}
