@@ -260,3 +260,66 @@ async fn an_origin_nothing_uses_any_more_is_forgotten_when_a_new_one_comes() {
         .expect("first origin again");
     assert_eq!(body_bytes(response).await.expect("body"), "ok");
 }
+
+/// Requests queued behind a one-stream connection, from both worker
+/// threads at once: each freed slot must wake a waiting request, even when
+/// it frees while that request is still registering (a lost wake-up hangs
+/// the run, which the timeout turns into a failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_queued_for_a_single_stream_slot_is_woken_in_turn() {
+    let server = TestServer::start(ServerConfig {
+        max_concurrent_streams: Some(1),
+        ..ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::builder().max_connections_per_origin(1).build();
+    let url = server.url("/");
+
+    let failures = tokio::time::timeout(
+        Duration::from_secs(60),
+        support::load(&pool, &url, 2_000, 16, |_| {}),
+    )
+    .await
+    .expect("every queued request is woken and answered");
+
+    assert!(failures.is_empty(), "failures: {failures:?}");
+    assert_eq!(server.connections_accepted(), 1);
+    assert!(server.counters().max_streams_active.load(Ordering::SeqCst) <= 1);
+}
+
+/// The same on a connection outside any pool: clones wait in `poll_ready`
+/// for the one slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_of_a_one_stream_connection_take_turns_without_a_lost_wake_up() {
+    let server = TestServer::start(ServerConfig {
+        max_concurrent_streams: Some(1),
+        ..ServerConfig::default()
+    })
+    .await;
+    let connection = support::bare_connection(&server).await;
+
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut connection = connection.clone();
+        let url = server.url("/");
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..250 {
+                let response = ServiceExt::<http::Request<Empty<Bytes>>>::ready(&mut connection)
+                    .await?
+                    .call(get(url.clone()))
+                    .await?;
+                body_bytes(response).await?;
+            }
+            Ok::<_, h2pool::Error>(())
+        }));
+    }
+    let all = futures_util::future::join_all(tasks);
+    let outcomes = tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("every clone gets its turns");
+
+    for outcome in outcomes {
+        outcome.expect("task").expect("request succeeds");
+    }
+    assert!(server.counters().max_streams_active.load(Ordering::SeqCst) <= 1);
+}

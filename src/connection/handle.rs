@@ -1,8 +1,12 @@
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 use crate::error::ErrorKind;
@@ -43,8 +47,8 @@ pub struct CloseReason {
 ///
 /// The connection's service clones, its driver task and whoever watches it
 /// (the pool, the readiness and drain layers) all see the same state: phase,
-/// streams in flight against the stream limit, and a [`Notify`] that fires
-/// whenever a stream slot frees up or the phase changes.
+/// streams in flight against the stream limit, and the requests waiting for
+/// one of its stream slots.
 #[derive(Clone)]
 pub struct ConnectionHandle {
     pub(crate) shared: Arc<Shared>,
@@ -74,9 +78,9 @@ pub(crate) struct Shared {
     answered: AtomicBool,
     driver: Mutex<Option<tokio::task::AbortHandle>>,
     close_reason: Mutex<Option<CloseReason>>,
-    pub(crate) notify: Arc<Notify>,
+    pub(crate) slot_waiters: Arc<SlotWaiters>,
     /// Fires on phase changes only, for watchers that must not swallow the
-    /// slot wake-ups `notify` hands to waiting requests one at a time.
+    /// slot wake-ups `slot_waiters` hands out one at a time.
     phase_changed: Notify,
     pub(crate) ping_pong: Mutex<Option<h2::PingPong>>,
 }
@@ -89,7 +93,7 @@ const CLOSED: u8 = 2;
 pub(crate) const DEFAULT_PEER_MAX_STREAMS: usize = 100;
 
 impl ConnectionHandle {
-    pub(crate) fn new(id: u64, local_max_streams: usize, notify: Arc<Notify>) -> Self {
+    pub(crate) fn new(id: u64, local_max_streams: usize, slot_waiters: Arc<SlotWaiters>) -> Self {
         ConnectionHandle {
             shared: Arc::new(Shared {
                 id,
@@ -106,7 +110,7 @@ impl ConnectionHandle {
                 answered: AtomicBool::new(false),
                 driver: Mutex::new(None),
                 close_reason: Mutex::new(None),
-                notify,
+                slot_waiters,
                 phase_changed: Notify::new(),
                 ping_pong: Mutex::new(None),
             }),
@@ -130,7 +134,8 @@ impl ConnectionHandle {
 
     /// Streams reserved or running on the connection.
     pub fn load(&self) -> usize {
-        self.shared.load.load(Ordering::Acquire)
+        // SeqCst, as every access to the count: see `SlotWaiters`.
+        self.shared.load.load(Ordering::SeqCst)
     }
 
     /// How many streams may run at once: the peer's limit, capped by ours.
@@ -179,9 +184,10 @@ impl ConnectionHandle {
         lock(&self.shared.close_reason).clone()
     }
 
-    /// Resolves when a slot frees up or the phase changes (maybe spuriously).
-    pub fn notify(&self) -> &Arc<Notify> {
-        &self.shared.notify
+    /// Who waits for a slot on this connection (and, in a pool, on the
+    /// other connections of its origin).
+    pub(crate) fn slot_waiters(&self) -> &Arc<SlotWaiters> {
+        &self.shared.slot_waiters
     }
 
     /// Stops new streams on the connection; running streams go on.
@@ -234,7 +240,7 @@ impl ConnectionHandle {
     }
 
     fn phase_changed(&self) {
-        self.shared.notify.notify_waiters();
+        self.shared.slot_waiters.wake_all();
         self.shared.phase_changed.notify_waiters();
     }
 
@@ -251,7 +257,7 @@ impl ConnectionHandle {
         }
         let before = self.shared.peer_max_streams.swap(max, Ordering::AcqRel);
         if max > before {
-            self.shared.notify.notify_waiters();
+            self.shared.slot_waiters.wake_all();
         }
     }
 
@@ -261,7 +267,7 @@ impl ConnectionHandle {
             return None;
         }
         let max = self.max_streams();
-        let mut load = self.shared.load.load(Ordering::Acquire);
+        let mut load = self.load();
         loop {
             if load >= max {
                 return None;
@@ -269,8 +275,8 @@ impl ConnectionHandle {
             match self.shared.load.compare_exchange_weak(
                 load,
                 load + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
             ) {
                 Ok(_) => {
                     self.shared.streams_started.fetch_add(1, Ordering::Relaxed);
@@ -397,7 +403,7 @@ impl StreamSlot {
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         let shared = &self.handle.shared;
-        if shared.load.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if shared.load.fetch_sub(1, Ordering::SeqCst) == 1 {
             let idle_since = shared.created.elapsed().as_millis();
             shared.idle_since_ms.store(
                 u64::try_from(idle_since).unwrap_or(u64::MAX),
@@ -409,7 +415,7 @@ impl Drop for StreamSlot {
                 shared.phase_changed.notify_waiters();
             }
         }
-        shared.notify.notify_one();
+        shared.slot_waiters.wake_one();
     }
 }
 
@@ -418,6 +424,79 @@ impl fmt::Debug for StreamSlot {
         f.debug_struct("StreamSlot")
             .field("connection", &self.handle.id())
             .finish()
+    }
+}
+
+/// The requests waiting for a stream slot: on one connection, or in a pool
+/// on any connection of one origin.
+///
+/// It counts its waiters, so that a freed slot with nobody waiting (the
+/// usual case) costs a read, not a compare-and-swap on a [`Notify`] that
+/// every request of the origin touches (and a stored wake-up that the next
+/// waiter would take for a freed slot).
+///
+/// A waiter registers with [`wait`](Self::wait), then looks for a free slot
+/// before it sleeps; whoever frees a slot counts it free, then looks for
+/// waiters. With every access to both counts sequentially consistent,
+/// either the waiter sees the slot or the one freeing it sees the waiter.
+pub(crate) struct SlotWaiters {
+    notify: Arc<Notify>,
+    waiting: AtomicUsize,
+}
+
+impl SlotWaiters {
+    pub(crate) fn new() -> Arc<SlotWaiters> {
+        Arc::new(SlotWaiters {
+            notify: Arc::new(Notify::new()),
+            waiting: AtomicUsize::new(0),
+        })
+    }
+
+    /// Registers for the next freed slot. Look for one again afterwards: a
+    /// slot freed before this call wakes nobody.
+    pub(crate) fn wait(self: &Arc<Self>) -> SlotWait {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        SlotWait {
+            notified: Box::pin(self.notify.clone().notified_owned()),
+            waiters: self.clone(),
+        }
+    }
+
+    /// Wakes one waiter, if any, for one freed slot.
+    pub(crate) fn wake_one(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Wakes every waiter: the phase or the stream limit changed, or a
+    /// connection opened.
+    pub(crate) fn wake_all(&self) {
+        self.notify.notify_waiters();
+    }
+}
+
+/// A registration with [`SlotWaiters`]; dropping it gives it up.
+pub(crate) struct SlotWait {
+    notified: Pin<Box<OwnedNotified>>,
+    waiters: Arc<SlotWaiters>,
+}
+
+impl SlotWait {
+    /// Enters the wait list now, so that a wake-up before the first poll
+    /// is not lost.
+    pub(crate) fn enable(&mut self) {
+        self.notified.as_mut().enable();
+    }
+
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.notified.as_mut().poll(cx)
+    }
+}
+
+impl Drop for SlotWait {
+    fn drop(&mut self) {
+        self.waiters.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -19,7 +19,7 @@ mod settings;
 pub(crate) mod stream;
 
 pub use self::future::ResponseFuture;
-pub(crate) use self::handle::{lock, DEFAULT_PEER_MAX_STREAMS};
+pub(crate) use self::handle::{lock, SlotWait, SlotWaiters, DEFAULT_PEER_MAX_STREAMS};
 pub use self::handle::{CloseReason, ConnectionHandle, Phase};
 pub use self::service::Connection;
 pub use self::settings::{

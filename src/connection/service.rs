@@ -11,13 +11,11 @@ use http::header::{HeaderName, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Request, Response};
 use http_body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::futures::OwnedNotified;
-use tokio::sync::Notify;
 use tower_service::Service;
 use tracing::Instrument;
 
 use super::future::ResponseFuture;
-use super::handle::{ConnectionHandle, Phase, StreamSlot};
+use super::handle::{ConnectionHandle, Phase, SlotWait, SlotWaiters, StreamSlot};
 use super::io::Watched;
 use super::settings::Http2Settings;
 use super::stream::{send_body, StreamGuard};
@@ -59,7 +57,7 @@ pub struct Connection {
     send: SendRequest<Bytes>,
     handle: ConnectionHandle,
     slot: Option<StreamSlot>,
-    waiter: Option<Pin<Box<OwnedNotified>>>,
+    waiter: Option<SlotWait>,
 }
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
@@ -83,16 +81,16 @@ impl Connection {
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let span = tracing::debug_span!("h2pool::connection", id = tracing::field::Empty);
-        Self::handshake_with(io, settings, Arc::new(Notify::new()), span).await
+        Self::handshake_with(io, settings, SlotWaiters::new(), span).await
     }
 
-    /// Like [`handshake`](Self::handshake), sharing `notify` with other
-    /// connections (a pool wakes its waiting requests through it) and
+    /// Like [`handshake`](Self::handshake), sharing `slot_waiters` with
+    /// other connections (a pool's requests wait on any of them) and
     /// running the connection task in `span`.
     pub(crate) async fn handshake_with<IO>(
         io: IO,
         settings: &Http2Settings,
-        notify: Arc<Notify>,
+        slot_waiters: Arc<SlotWaiters>,
         span: tracing::Span,
     ) -> Result<Connection, Error>
     where
@@ -101,7 +99,7 @@ impl Connection {
         let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
         span.record("id", id);
         let local_max = settings.max_concurrent_streams.unwrap_or(usize::MAX);
-        let handle = ConnectionHandle::new(id, local_max, notify);
+        let handle = ConnectionHandle::new(id, local_max, slot_waiters);
 
         let io = Watched::new(io, handle.clone());
         let handshake = settings.h2_builder().handshake::<_, Bytes>(io);
@@ -277,18 +275,16 @@ impl Connection {
             }
             // No slot free: perhaps the server has raised its limit.
             self.refresh_peer_max_streams();
-            let notify = self.handle.notify();
-            let waiter = self
-                .waiter
-                .get_or_insert_with(|| Box::pin(notify.clone().notified_owned()));
+            let waiters = self.handle.slot_waiters();
+            let waiter = self.waiter.get_or_insert_with(|| waiters.wait());
             // Registered now: look again, so a slot freed since the first
             // look still wakes us.
-            waiter.as_mut().enable();
+            waiter.enable();
             if let Some(slot) = self.handle.try_reserve() {
                 self.slot = Some(slot);
                 continue;
             }
-            match waiter.as_mut().poll(cx) {
+            match waiter.poll(cx) {
                 Poll::Ready(()) => self.waiter = None,
                 Poll::Pending => return Poll::Pending,
             }

@@ -1,9 +1,7 @@
 //! The connections of one origin, and how a request gets a stream slot on one.
 
 use std::fmt;
-use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
@@ -14,8 +12,6 @@ use http::uri::{Authority, Scheme};
 use http::Request;
 use http::Uri;
 use http_body::Body as HttpBody;
-use tokio::sync::futures::OwnedNotified;
-use tokio::sync::Notify;
 use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -24,7 +20,9 @@ use super::config::Config;
 use super::lifetime::{near_end, Lifetimes};
 use super::pooled::PooledConnection;
 use super::stats::OriginStats;
-use crate::connection::{lock, Connection, ConnectionHandle, Phase, DEFAULT_PEER_MAX_STREAMS};
+use crate::connection::{
+    lock, Connection, ConnectionHandle, Phase, SlotWait, SlotWaiters, DEFAULT_PEER_MAX_STREAMS,
+};
 use crate::connector::{self, BoxedConnector};
 use crate::drain::DrainLayer;
 use crate::error::{BoxError, Delivery, Error, ErrorKind};
@@ -98,8 +96,8 @@ pub(crate) struct OriginPool {
     connector: BoxedConnector,
     readiness: ReadinessLayer,
     drain: DrainLayer,
-    /// Woken once per freed stream slot, and for everyone on new capacity.
-    notify: Arc<Notify>,
+    /// Woken once per freed stream slot, and all at once on new capacity.
+    slot_waiters: Arc<SlotWaiters>,
     state: Mutex<OriginState>,
     counters: Counters,
     this: Weak<OriginPool>,
@@ -148,7 +146,7 @@ struct Counters {
 /// A request's place in line for a stream slot.
 #[derive(Default)]
 pub(crate) struct Waiter {
-    notified: Option<Pin<Box<OwnedNotified>>>,
+    notified: Option<SlotWait>,
     // Set while counted in `OriginState::waiting`, to undo on drop.
     registered: Option<Arc<OriginPool>>,
     // Connect failures already seen when the request started waiting: only a
@@ -191,7 +189,7 @@ impl OriginPool {
             connector,
             readiness,
             drain,
-            notify: Arc::new(Notify::new()),
+            slot_waiters: SlotWaiters::new(),
             state: Mutex::new(OriginState::default()),
             counters: Counters::default(),
             this: this.clone(),
@@ -232,7 +230,7 @@ impl OriginPool {
             // A request that finds nothing registers, then looks again
             // before it sleeps, so capacity freed in between still wakes it.
             if let Some(notified) = waiter.notified.as_mut() {
-                notified.as_mut().enable();
+                notified.enable();
             }
             if let Some(mut candidate) = waiter.candidate.take() {
                 match poll_candidate::<B>(&mut candidate, cx) {
@@ -297,10 +295,10 @@ impl OriginPool {
                 }
             }
             let Some(notified) = waiter.notified.as_mut() else {
-                waiter.notified = Some(Box::pin(self.notify.clone().notified_owned()));
+                waiter.notified = Some(self.slot_waiters.wait());
                 continue;
             };
-            match notified.as_mut().poll(cx) {
+            match notified.poll(cx) {
                 Poll::Ready(()) => waiter.notified = None,
                 Poll::Pending => return Poll::Pending,
             }
@@ -405,7 +403,7 @@ impl OriginPool {
             if in_demand && free == 0 && self.should_connect(state, state.connections.len()) {
                 self.spawn_connect(state);
             }
-            self.notify.notify_waiters();
+            self.slot_waiters.wake_all();
         }
     }
 
@@ -470,14 +468,14 @@ impl OriginPool {
         let connector = self.connector.clone();
         let uri = self.uri.clone();
         let config = self.config.clone();
-        let notify = self.notify.clone();
+        let slot_waiters = self.slot_waiters.clone();
         let span = tracing::debug_span!("h2pool::connection", origin = %self.key, id = tracing::field::Empty);
         runtime.spawn(async move {
             // Reports a connect that ends without an outcome (a connector
             // that panicked, a runtime shutting down), so `connecting` does
             // not stay counted and stall the origin.
             let mut unfinished = UnfinishedConnect(Some(origin));
-            let outcome = connect(connector, uri, &config, notify, span).await;
+            let outcome = connect(connector, uri, &config, slot_waiters, span).await;
             if let Some(origin) = unfinished.0.take().and_then(|origin| origin.upgrade()) {
                 origin.finish_connect(outcome);
             }
@@ -545,7 +543,7 @@ impl OriginPool {
                 state.last_connect_error = Some(error.into_shared());
             }
         }
-        self.notify.notify_waiters();
+        self.slot_waiters.wake_all();
     }
 
     /// Holds new connects back for the backoff after `failures` in a row,
@@ -554,11 +552,11 @@ impl OriginPool {
         let backoff = self.backoff(failures);
         let now = Instant::now();
         state.next_connect_at = Some(now.checked_add(backoff).unwrap_or(now));
-        let notify = self.notify.clone();
+        let slot_waiters = self.slot_waiters.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 tokio::time::sleep(backoff).await;
-                notify.notify_waiters();
+                slot_waiters.wake_all();
             });
         }
         backoff
@@ -772,7 +770,7 @@ async fn connect(
     connector: BoxedConnector,
     uri: Uri,
     config: &Config,
-    notify: Arc<Notify>,
+    slot_waiters: Arc<SlotWaiters>,
     span: tracing::Span,
 ) -> Result<Connection, Error> {
     let io = match tokio::time::timeout(config.connect_timeout, connector.oneshot(uri)).await {
@@ -783,7 +781,7 @@ async fn connect(
                 .with_detail(format!("no connection within {:?}", config.connect_timeout)))
         }
     };
-    Connection::handshake_with(io, &config.http2, notify, span).await
+    Connection::handshake_with(io, &config.http2, slot_waiters, span).await
 }
 
 /// Tells the origin when a connection stops taking streams or closes, so it
