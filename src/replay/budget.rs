@@ -12,19 +12,29 @@ const SLOTS: usize = 10;
 /// fractional percentage loses nothing to rounding).
 const REPLAY: i64 = 1000;
 
+/// Deposits between two looks at the clock. Reading it costs more than the
+/// rest of a deposit; the deposits in between land in the slot of the last
+/// look, which is at worst a little older than they are.
+const DEPOSITS_PER_CLOCK_READ: i64 = 64;
+
 /// A retry budget: replays may add up to a share of the recent requests,
 /// plus a floor per second for clients that send few.
 ///
 /// It counts as tower's [`TpsBudget`](super::TpsBudget) (Finagle's
 /// `RetryBudget`) does, over a window cut into ten slots, and differs in
 /// cost: every request deposits, and here a deposit is one relaxed atomic
-/// add on the current slot, where `TpsBudget` takes a mutex on every deposit
-/// to see whether its window has moved on. Under load from many threads
-/// that mutex is one more lock every request queues on. Here the lock is
-/// taken only to start a new slot, once per slot length.
+/// add on the current slot, where `TpsBudget` takes a mutex and reads the
+/// clock on every deposit to see whether its window has moved on. Under
+/// load from many threads that mutex is one more lock every request queues
+/// on. Here a deposit reads the clock once in 64, and the lock is taken only
+/// to start a new slot, once per slot length.
 ///
-/// A withdrawal reads the whole window; two made at the same instant may
-/// both pass when only one was left (as with `TpsBudget`).
+/// So a deposit may count in the slot before its own. That matters only
+/// when the window passes it: after a silence as long as the window, up to
+/// 63 deposits made since the last look at the clock may be forgotten,
+/// which errs towards fewer replays. A withdrawal always reads the clock.
+/// It reads the whole window; two made at the same instant may both pass
+/// when only one was left (as with `TpsBudget`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -58,13 +68,14 @@ impl RecentRequestsBudget {
     /// `ttl` (0.2 is 20%), plus `min_per_sec` replays a second over it.
     ///
     /// A `ttl` below 10 ms is taken as 10 ms; a negative or NaN
-    /// `retry_percent` as 0.
+    /// `retry_percent` as 0, and one above 1000 (ten replays a request,
+    /// tower's cap) as 1000.
     pub fn new(ttl: Duration, min_per_sec: u32, retry_percent: f32) -> Self {
         let ttl = ttl.max(Duration::from_millis(SLOTS as u64));
         let slot_millis = u64::try_from(ttl.as_millis() / SLOTS as u128).unwrap_or(u64::MAX);
         let reserve = f64::from(min_per_sec) * ttl.as_secs_f64() * REPLAY as f64;
-        // `as` saturates, and takes NaN to 0.
-        let deposit = (f64::from(retry_percent) * REPLAY as f64).round().max(0.0) as i64;
+        // `as` takes NaN to 0.
+        let deposit = (f64::from(retry_percent.clamp(0.0, 1000.0)) * REPLAY as f64).round() as i64;
         RecentRequestsBudget {
             started: Instant::now(),
             slot_millis,
@@ -106,9 +117,25 @@ impl RecentRequestsBudget {
         self.current.store(slot, Ordering::Release);
     }
 
+    #[cfg(test)]
     fn deposit_at(&self, slot: u64) {
         self.start_slot(slot);
         self.slots[index(slot)].fetch_add(self.deposit, Ordering::Relaxed);
+    }
+
+    /// A deposit in the slot of the last look at the clock, and a new look
+    /// every [`DEPOSITS_PER_CLOCK_READ`] deposits.
+    fn deposit_now(&self) {
+        if self.deposit == 0 {
+            return;
+        }
+        let slot = self.current.load(Ordering::Acquire);
+        let before = self.slots[index(slot)].fetch_add(self.deposit, Ordering::Relaxed);
+        // Between withdrawals a slot grows by exactly `deposit`, so this
+        // holds once in every DEPOSITS_PER_CLOCK_READ deposits.
+        if before.rem_euclid(self.deposit * DEPOSITS_PER_CLOCK_READ) < self.deposit {
+            self.start_slot(self.slot_now());
+        }
     }
 
     fn withdraw_at(&self, slot: u64) -> bool {
@@ -134,7 +161,7 @@ fn index(slot: u64) -> usize {
 
 impl Budget for RecentRequestsBudget {
     fn deposit(&self) {
-        self.deposit_at(self.slot_now());
+        self.deposit_now();
     }
 
     fn withdraw(&self) -> bool {
@@ -201,6 +228,20 @@ mod tests {
         assert_eq!(withdrawals(&budget, 10), 1, "slot 0 has left the window");
         budget.deposit_at(40);
         assert_eq!(withdrawals(&budget, 40), 1, "a long silence clears it all");
+    }
+
+    #[test]
+    fn settings_out_of_range_neither_panic_nor_overflow() {
+        for percent in [f32::NAN, f32::INFINITY, -1.0, 1e30] {
+            let budget = RecentRequestsBudget::new(Duration::ZERO, u32::MAX, percent);
+            for _ in 0..1000 {
+                budget.deposit();
+            }
+            assert!(budget.withdraw(), "a floor of u32::MAX a second allows one");
+        }
+        let budget = RecentRequestsBudget::new(Duration::ZERO, 0, f32::NAN);
+        budget.deposit();
+        assert!(!budget.withdraw(), "NaN is taken as 0%");
     }
 
     #[test]
