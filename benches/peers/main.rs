@@ -370,7 +370,6 @@ impl Server {
     }
 }
 
-/// Raw h2, h2pool and hyper-util, each sending GETs to `server`.
 /// h2pool against `server`, the scenario's server without its handicap:
 /// the rate a target compares with, measured in the same rounds.
 fn h2pool_reference(
@@ -388,6 +387,7 @@ fn h2pool_reference(
     Some((label, Get { client, uri }))
 }
 
+/// Raw h2, h2pool and hyper-util, each sending GETs to `server`.
 async fn http_clients(
     server: &Server,
     settings: &Settings,

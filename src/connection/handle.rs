@@ -85,6 +85,20 @@ pub(crate) struct Shared {
     pub(crate) ping_pong: Mutex<Option<h2::PingPong>>,
 }
 
+impl Shared {
+    /// Records now in `stamp`, as milliseconds after `created`.
+    fn stamp(&self, stamp: &AtomicU64) {
+        let now = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        stamp.store(now, Ordering::Relaxed);
+    }
+
+    /// How long ago `stamp` was recorded.
+    fn time_since(&self, stamp: &AtomicU64) -> Duration {
+        let since = Duration::from_millis(stamp.load(Ordering::Relaxed));
+        self.created.elapsed().saturating_sub(since)
+    }
+}
+
 const OPEN: u8 = 0;
 const DRAINING: u8 = 1;
 const CLOSED: u8 = 2;
@@ -175,8 +189,7 @@ impl ConnectionHandle {
         if self.load() > 0 {
             return None;
         }
-        let since = Duration::from_millis(self.shared.idle_since_ms.load(Ordering::Relaxed));
-        Some(self.age().saturating_sub(since))
+        Some(self.shared.time_since(&self.shared.idle_since_ms))
     }
 
     /// Why the connection stopped taking streams, once it has.
@@ -352,9 +365,8 @@ impl ConnectionHandle {
 
     /// Notes that the server was just heard from: bytes arrived.
     pub(crate) fn heard_from_server(&self) {
-        let now = u64::try_from(self.shared.created.elapsed().as_millis()).unwrap_or(u64::MAX);
         // Only the connection task writes it; the keep-alive task reads it.
-        self.shared.heard_from_ms.store(now, Ordering::Relaxed);
+        self.shared.stamp(&self.shared.heard_from_ms);
     }
 
     /// Notes that a response head arrived on the connection.
@@ -373,8 +385,7 @@ impl ConnectionHandle {
     /// How long ago the server was last heard from: bytes read from the
     /// connection, whatever frame they carried.
     pub fn silent_for(&self) -> Duration {
-        let since = Duration::from_millis(self.shared.heard_from_ms.load(Ordering::Relaxed));
-        self.age().saturating_sub(since)
+        self.shared.time_since(&self.shared.heard_from_ms)
     }
 }
 
@@ -404,11 +415,7 @@ impl Drop for StreamSlot {
     fn drop(&mut self) {
         let shared = &self.handle.shared;
         if shared.load.fetch_sub(1, Ordering::SeqCst) == 1 {
-            let idle_since = shared.created.elapsed().as_millis();
-            shared.idle_since_ms.store(
-                u64::try_from(idle_since).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
+            shared.stamp(&shared.idle_since_ms);
             if self.handle.phase() == Phase::Closed {
                 // The last stream of a closed connection has reported how
                 // it ended: watchers may now draw conclusions.
