@@ -13,7 +13,7 @@ use http_body::{Body as _, Frame};
 use http_body_util::{BodyExt, StreamBody};
 use support::{body_bytes, get, ServerConfig, TestServer};
 use tokio::sync::mpsc;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 type ChannelBody =
     StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>>;
@@ -171,6 +171,42 @@ async fn dropping_the_response_future_resets_the_stream_and_frees_the_slot() {
     .expect("response");
     assert_eq!(body_bytes(response).await.unwrap(), "ok");
     assert_eq!(server.connections_accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_dropped_response_frees_the_servers_only_stream_whichever_clone_sent_it() {
+    let server = TestServer::start(ServerConfig {
+        max_concurrent_streams: Some(1),
+        ..ServerConfig::default()
+    })
+    .await;
+    let connection = support::bare_connection(&server).await;
+    // The clone that sends the slow request is kept but never used again:
+    // it must not keep that stream alive once its response is dropped.
+    let mut sender = connection.clone();
+    let slow = ServiceExt::<http::Request<http_body_util::Empty<Bytes>>>::ready(&mut sender)
+        .await
+        .expect("ready")
+        .call(get(server.url("/delay/60000")));
+    assert!(
+        support::eventually(Duration::from_secs(5), || server
+            .counters()
+            .streams_active
+            .load(Ordering::SeqCst)
+            == 1)
+        .await
+    );
+    drop(slow);
+
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        connection.clone().oneshot(get(server.url("/"))),
+    )
+    .await
+    .expect("the slow stream was reset, so the server's only slot is free")
+    .expect("response");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    drop(sender);
 }
 
 #[tokio::test]

@@ -350,6 +350,15 @@ where
         match self.send.send_request(head, end_of_stream) {
             Ok((response, send_stream)) => {
                 self.handle.record_sent();
+                if self.handle.load() >= self.handle.max_streams() {
+                    // At its stream limit, h2 keeps a handle on the stream
+                    // in this `SendRequest` until its next `poll_ready`. An
+                    // instance put away with it would keep the stream from
+                    // being reset when its response is dropped, so the
+                    // server would go on counting it against the limit
+                    // that the next request waits on. A clone holds none.
+                    self.send = self.send.clone();
+                }
                 let body_task = if end_of_stream {
                     None
                 } else {
