@@ -212,6 +212,37 @@ async fn a_never_sent_request_goes_again_with_its_one_shot_body_untouched() {
 }
 
 #[tokio::test]
+async fn replays_go_out_on_the_inner_service_as_changed_through_get_mut() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let closed = support::bare_connection(&server).await;
+    server.close_all();
+    assert!(
+        support::eventually(Duration::from_secs(5), || !closed.handle().is_open()).await,
+        "the client notices the close"
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut service = ReplayLayer::new().layer(FirstThenSecond {
+        first: closed.clone(),
+        second: closed,
+        calls: calls.clone(),
+    });
+    let error = (&mut service)
+        .oneshot(get_with_id(server.url("/"), "before"))
+        .await
+        .expect_err("every attempt meets a closed connection");
+    assert_eq!(error.delivery(), Delivery::NeverSent);
+
+    service.get_mut().second = support::bare_connection(&server).await;
+    calls.store(0, Ordering::SeqCst);
+    let response = (&mut service)
+        .oneshot(get_with_id(server.url("/"), "after"))
+        .await
+        .expect("the replay goes out on the service as changed, not as first seen");
+    assert_eq!(Attempts::of(&response), 2);
+    assert_eq!(server.times_processed("after"), 1);
+}
+
+#[tokio::test]
 async fn a_request_that_may_have_been_processed_is_not_replayed_by_default() {
     let server = TestServer::start(ServerConfig::default()).await;
     let pool = Pool::new();

@@ -12,6 +12,7 @@ use tower_service::Service;
 use super::body::ReplayBody;
 use super::classify::Classify;
 use super::layer::Policy;
+use super::service::ReplayShared;
 use super::stats::Counters;
 use crate::error::Delivery;
 
@@ -45,16 +46,16 @@ pin_project! {
     {
         #[pin]
         attempt: Attempt<S::Future, Request<ReplayBody<B>>>,
-        policy: Arc<Policy<C>>,
         // `None` when replays are off.
-        replay: Option<ReplayState<S, B>>,
+        replay: Option<ReplayState<S, B, C>>,
         attempts: u32,
     }
 }
 
-struct ReplayState<S, B> {
-    // A clone of the inner service, for the attempts after the first.
-    service: S,
+struct ReplayState<S, B, C> {
+    shared: Arc<ReplayShared<S, C>>,
+    // A clone of the inner service, made for the first replay.
+    service: Option<S>,
     head: Parts,
     body: ReplayBody<B>,
 }
@@ -75,10 +76,9 @@ impl<S, B, C> ResponseFuture<S, B, C>
 where
     S: Service<Request<ReplayBody<B>>>,
 {
-    pub(crate) fn single(future: S::Future, policy: Arc<Policy<C>>) -> Self {
+    pub(crate) fn single(future: S::Future) -> Self {
         ResponseFuture {
             attempt: Attempt::Sending { future },
-            policy,
             replay: None,
             attempts: 1,
         }
@@ -86,16 +86,15 @@ where
 
     pub(crate) fn replaying(
         future: S::Future,
-        service: S,
-        policy: Arc<Policy<C>>,
+        shared: Arc<ReplayShared<S, C>>,
         head: Parts,
         body: Option<ReplayBody<B>>,
     ) -> Self {
         ResponseFuture {
             attempt: Attempt::Sending { future },
-            policy,
             replay: body.map(|body| ReplayState {
-                service,
+                shared,
+                service: None,
                 head,
                 body,
             }),
@@ -106,7 +105,7 @@ where
 
 impl<S, B, C, ResBody> Future for ResponseFuture<S, B, C>
 where
-    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>>,
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>> + Clone,
     S::Error: fmt::Display,
     C: Classify<S::Error>,
     B: Send + 'static,
@@ -129,7 +128,7 @@ where
                         let Some(replay) = this.replay.as_mut() else {
                             return Poll::Ready(Err(error));
                         };
-                        match next_attempt(this.policy, replay, *this.attempts, error) {
+                        match next_attempt(replay, *this.attempts, error) {
                             Ok(request) => {
                                 *this.attempts += 1;
                                 this.attempt.set(Attempt::GettingReady {
@@ -144,11 +143,14 @@ where
                     let Some(replay) = this.replay.as_mut() else {
                         unreachable!("only a replay gets ready for another attempt");
                     };
-                    ready!(replay.service.poll_ready(cx))?;
+                    let Some(service) = replay.service.as_mut() else {
+                        unreachable!("a replay clones the service before getting ready");
+                    };
+                    ready!(service.poll_ready(cx))?;
                     let Some(request) = request.take() else {
                         unreachable!("an attempt is prepared before getting ready for it");
                     };
-                    let future = replay.service.call(*request);
+                    let future = service.call(*request);
                     this.attempt.set(Attempt::Sending { future });
                 }
             }
@@ -158,16 +160,17 @@ where
 
 /// The request for the next attempt, or the error to give the caller.
 fn next_attempt<S, B, C, E>(
-    policy: &Policy<C>,
-    replay: &mut ReplayState<S, B>,
+    replay: &mut ReplayState<S, B, C>,
     attempts: u32,
     mut error: E,
 ) -> Result<Request<ReplayBody<B>>, E>
 where
+    S: Clone,
     C: Classify<E>,
     E: fmt::Display,
     B: http_body::Body + Send + 'static,
 {
+    let policy: &Policy<C> = &replay.shared.policy;
     let counters = &policy.counters;
     let Some(delivery) = policy.classifier.classify(&error) else {
         return Err(error);
@@ -197,6 +200,13 @@ where
         Counters::add(&counters.gave_up_body_too_large);
         tracing::debug!(%uri, %error, "not replaying: the body outgrew the replay buffer");
         return Err(policy.classifier.body_too_large_to_replay(error));
+    }
+    if replay.service.is_none() {
+        // The template is taken at the call that made this future.
+        let Some(service) = replay.shared.service() else {
+            return Err(error);
+        };
+        replay.service = Some(service);
     }
     if !policy.budget.withdraw() {
         Counters::add(&counters.gave_up_budget);

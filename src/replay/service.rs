@@ -1,5 +1,5 @@
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -18,16 +18,41 @@ use crate::error::BoxError;
 ///
 /// It wraps each request body in a [`ReplayBody`] and keeps a copy of the
 /// request head; a failed attempt that its classifier judges safe goes again
-/// on a clone of the inner service, after that clone's `poll_ready`.
-#[derive(Clone)]
+/// on a clone of the inner service (as it was at the first request after
+/// the layer wrapped it, or after the last [`get_mut`](Replay::get_mut)),
+/// after that clone's `poll_ready`.
 pub struct Replay<S, C = SourceChainClassifier> {
     inner: S,
-    policy: Arc<Policy<C>>,
+    shared: Arc<ReplayShared<S, C>>,
+}
+
+/// What a `Replay`, its clones and their response futures share.
+pub(crate) struct ReplayShared<S, C> {
+    pub(crate) policy: Arc<Policy<C>>,
+    /// The service replays are cloned from, taken at the first request.
+    /// A response future keeps this rather than a clone of the service:
+    /// few requests are replayed, and a clone per request (for the pool,
+    /// two reference counts that every request of every task touches)
+    /// would be paid by all of them.
+    template: OnceLock<Mutex<S>>,
+}
+
+impl<S: Clone, C> ReplayShared<S, C> {
+    /// A clone of the inner service for another attempt.
+    pub(crate) fn service(&self) -> Option<S> {
+        self.template
+            .get()
+            .map(|template| crate::connection::lock(template).clone())
+    }
 }
 
 impl<S, C> Replay<S, C> {
     pub(crate) fn new(inner: S, policy: Arc<Policy<C>>) -> Self {
-        Replay { inner, policy }
+        let shared = Arc::new(ReplayShared {
+            policy,
+            template: OnceLock::new(),
+        });
+        Replay { inner, shared }
     }
 
     /// The inner service.
@@ -35,8 +60,17 @@ impl<S, C> Replay<S, C> {
         &self.inner
     }
 
-    /// The inner service, mutably.
+    /// The inner service, mutably. Replays of later requests go out on
+    /// clones of it as changed.
     pub fn get_mut(&mut self) -> &mut S {
+        // A template of its own, taken afresh at the next request; clones
+        // keep theirs.
+        if self.shared.template.get().is_some() {
+            self.shared = Arc::new(ReplayShared {
+                policy: self.shared.policy.clone(),
+                template: OnceLock::new(),
+            });
+        }
         &mut self.inner
     }
 
@@ -47,7 +81,16 @@ impl<S, C> Replay<S, C> {
 
     /// What this service and its siblings of the same layer have replayed.
     pub fn stats(&self) -> ReplayStats {
-        self.policy.counters.snapshot()
+        self.shared.policy.counters.snapshot()
+    }
+}
+
+impl<S: Clone, C> Clone for Replay<S, C> {
+    fn clone(&self) -> Self {
+        Replay {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -68,15 +111,19 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let policy = &self.policy;
+        let policy = &self.shared.policy;
         if policy.max_attempts <= 1 {
             let future = self.inner.call(request.map(ReplayBody::passthrough));
             Counters::add(&policy.counters.requests);
-            return ResponseFuture::single(future, policy.clone());
+            return ResponseFuture::single(future);
         }
         let (head, body) = request.into_parts();
         let body = ReplayBody::new(body, policy.buffer_limit);
         let replays = body.detached();
+        let inner = &self.inner;
+        self.shared
+            .template
+            .get_or_init(|| Mutex::new(inner.clone()));
         let future = self.inner.call(Request::from_parts(head.clone(), body));
         // Counted once the request is on its way (the inner service may send
         // it from `call`): this is bookkeeping, and the request need not
@@ -84,7 +131,7 @@ where
         // polled, after the deposit.
         Counters::add(&policy.counters.requests);
         policy.budget.deposit();
-        ResponseFuture::replaying(future, self.inner.clone(), policy.clone(), head, replays)
+        ResponseFuture::replaying(future, self.shared.clone(), head, replays)
     }
 }
 
@@ -92,7 +139,7 @@ impl<S: fmt::Debug, C> fmt::Debug for Replay<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replay")
             .field("inner", &self.inner)
-            .field("max_attempts", &self.policy.max_attempts)
+            .field("max_attempts", &self.shared.policy.max_attempts)
             .finish_non_exhaustive()
     }
 }
