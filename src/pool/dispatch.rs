@@ -12,7 +12,7 @@ use http_body::Body as HttpBody;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::origin::{OriginPool, Waiter};
+use super::origin::{FirstLook, OriginPool, Waiter};
 use super::pooled::{PooledConnection, PooledFuture};
 use super::service::Shared;
 use crate::body::Body;
@@ -72,18 +72,14 @@ where
                         Err(error) => return DispatchFuture::failed(error.with_request(request)),
                     },
                 };
-                match origin.try_acquire::<B>() {
-                    Some(Ok(mut connection)) => {
-                        let response = Service::call(&mut connection, request);
-                        origin.check_in(connection);
-                        DispatchFuture::sending(origin, response)
-                    }
-                    Some(Err(error)) => {
+                match origin.try_send(request) {
+                    FirstLook::Sent(response) => DispatchFuture::sending(origin, response),
+                    FirstLook::Failed(error, request) => {
                         origin.record_request();
                         origin.record_error(error.kind());
                         DispatchFuture::failed(error.with_request(request))
                     }
-                    None => {
+                    FirstLook::Wait(request) => {
                         DispatchFuture::acquiring(origin, request, shared.config.pending_timeout)
                     }
                 }

@@ -18,7 +18,7 @@ use tower_service::Service;
 
 use super::config::Config;
 use super::lifetime::{near_end, Lifetimes};
-use super::pooled::PooledConnection;
+use super::pooled::{PooledConnection, PooledFuture};
 use super::stats::OriginStats;
 use crate::connection::{
     lock, Connection, ConnectionHandle, Phase, SlotWait, SlotWaiters, DEFAULT_PEER_MAX_STREAMS,
@@ -305,25 +305,52 @@ impl OriginPool {
         }
     }
 
-    /// Gets a connection that takes the request now, without waiting and
-    /// without a task to wake: the keyed pool's first look, made in `call`
-    /// so that a request that finds a slot goes out at once and its future
-    /// never holds it. `None` if the first look finds nothing ready; the
-    /// request then waits in its future, through [`poll_acquire`](Self::poll_acquire).
-    pub(crate) fn try_acquire<B>(&self) -> Option<Result<PooledConnection, Error>>
+    /// Sends `request` now if a connection takes it without waiting, with
+    /// no task to wake: the keyed pool's first look, made in `call` so that
+    /// a request that finds a slot goes out at once and its future never
+    /// holds one. If the first look finds nothing ready, the request comes
+    /// back to wait in its future, through [`poll_acquire`](Self::poll_acquire).
+    pub(crate) fn try_send<B>(&self, request: Request<B>) -> FirstLook<B>
     where
         B: HttpBody + Send + 'static,
         B::Data: Buf + Send,
         B::Error: Into<BoxError>,
     {
-        let mut candidate = self.pick(None).0?;
         // Whatever a connection that is not ready registers with this waker
         // goes with it; the request then registers its own in `poll_acquire`.
         let mut cx = Context::from_waker(noop_waker());
+        let mut state = lock(&self.state);
+        let Some(best) = self.pick_index(&mut state, None) else {
+            return FirstLook::Wait(request);
+        };
+        if let candidate @ PooledConnection::Standard(_) = &mut state.connections[best] {
+            // The pool's own layers take none of its locks, so the request
+            // goes out under this one, on the connection's own instance:
+            // nothing to take out of the spares and give back under a
+            // second lock.
+            return match poll_candidate::<B>(candidate, &mut cx) {
+                Candidate::Ready => FirstLook::Sent(Service::call(candidate, request)),
+                Candidate::Failed(error) => FirstLook::Failed(error, request),
+                Candidate::NotYet | Candidate::Gone => {
+                    // A fresh instance, so no slot or wake-up stays
+                    // reserved in the one every first look uses.
+                    *candidate = candidate.clone();
+                    FirstLook::Wait(request)
+                }
+            };
+        }
+        // A user's layer may take locks of its own, or ask for the pool's
+        // stats: it is polled outside the lock, on an instance of its own.
+        let mut candidate = self.take_instance(&mut state, best);
+        drop(state);
         match poll_candidate::<B>(&mut candidate, &mut cx) {
-            Candidate::Ready => Some(Ok(candidate)),
-            Candidate::Failed(error) => Some(Err(error)),
-            Candidate::NotYet | Candidate::Gone => None,
+            Candidate::Ready => {
+                let response = Service::call(&mut candidate, request);
+                self.check_in(candidate);
+                FirstLook::Sent(response)
+            }
+            Candidate::Failed(error) => FirstLook::Failed(error, request),
+            Candidate::NotYet | Candidate::Gone => FirstLook::Wait(request),
         }
     }
 
@@ -331,27 +358,40 @@ impl OriginPool {
     /// one `held`), and the count of failed connects, read under one lock.
     fn pick(&self, held: Option<u64>) -> (Option<PooledConnection>, u64) {
         let mut state = lock(&self.state);
-        self.retire_not_open(&mut state);
-        self.replace_ahead(&mut state);
-        let OriginState {
-            connections,
-            spares,
-            connect_failures,
-            ..
-        } = &mut *state;
-        let best = connections
+        let best = self
+            .pick_index(&mut state, held)
+            .map(|best| self.take_instance(&mut state, best));
+        (best, state.connect_failures)
+    }
+
+    /// Where in `connections` the least-loaded open connection with a free
+    /// slot (other than the one `held`) is.
+    fn pick_index(&self, state: &mut OriginState, held: Option<u64>) -> Option<usize> {
+        self.retire_not_open(state);
+        self.replace_ahead(state);
+        state
+            .connections
             .iter()
-            .filter(|connection| Some(connection.handle().id()) != held)
-            .filter(|connection| connection.handle().free_slots() > 0)
-            .min_by_key(|connection| connection.handle().load())
-            .map(|best| {
-                let id = best.handle().id();
-                match spares.iter().position(|spare| spare.handle().id() == id) {
-                    Some(index) => spares.swap_remove(index),
-                    None => best.clone(),
-                }
-            });
-        (best, *connect_failures)
+            .enumerate()
+            .filter(|(_, connection)| Some(connection.handle().id()) != held)
+            .filter(|(_, connection)| connection.handle().free_slots() > 0)
+            .min_by_key(|(_, connection)| connection.handle().load())
+            .map(|(index, _)| index)
+    }
+
+    /// A service instance of `connections[index]` for one request: a spare
+    /// if there is one, else a clone.
+    fn take_instance(&self, state: &mut OriginState, index: usize) -> PooledConnection {
+        let connection = &state.connections[index];
+        let id = connection.handle().id();
+        match state
+            .spares
+            .iter()
+            .position(|spare| spare.handle().id() == id)
+        {
+            Some(spare) => state.spares.swap_remove(spare),
+            None => connection.clone(),
+        }
     }
 
     /// Takes back a connection's service instance once a request has been
@@ -810,6 +850,16 @@ async fn watch(origin: Weak<OriginPool>, handle: ConnectionHandle) {
         }
         phase_changed.await;
     }
+}
+
+/// What the keyed pool's first look did with a request.
+pub(crate) enum FirstLook<B> {
+    /// Sent: the response is on its way.
+    Sent(PooledFuture),
+    /// A user's connection layer failed it.
+    Failed(Error, Request<B>),
+    /// No connection could take it at once: it waits for a slot.
+    Wait(Request<B>),
 }
 
 /// What polling a picked connection said.
