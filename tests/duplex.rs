@@ -39,6 +39,47 @@ async fn next_data(body: &mut h2pool::Body) -> Bytes {
     }
 }
 
+/// A server that allows one stream at a time.
+async fn one_stream_server() -> TestServer {
+    TestServer::start(ServerConfig {
+        max_concurrent_streams: Some(1),
+        ..ServerConfig::default()
+    })
+    .await
+}
+
+/// Waits until the server runs exactly one stream.
+async fn wait_for_one_active_stream(server: &TestServer) {
+    assert!(
+        support::eventually(Duration::from_secs(5), || server
+            .counters()
+            .streams_active
+            .load(Ordering::SeqCst)
+            == 1)
+        .await
+    );
+}
+
+/// Sends a GET for "/" through `service`, which must answer "ok" within
+/// 10 s: on a one-stream server, only once the earlier stream is gone.
+async fn next_get_answers_ok<S>(service: S, server: &TestServer, freed: &str)
+where
+    S: Service<
+        http::Request<http_body_util::Empty<Bytes>>,
+        Response = http::Response<h2pool::Body>,
+        Error = h2pool::Error,
+    >,
+{
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        service.oneshot(get(server.url("/"))),
+    )
+    .await
+    .expect(freed)
+    .expect("response");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+}
+
 #[tokio::test]
 async fn bidi_works_when_the_server_waits_for_client_data_before_its_headers() {
     let server = TestServer::start(ServerConfig::default()).await;
@@ -142,44 +183,22 @@ async fn one_gibibyte_up_and_one_down_through_one_stream_in_bounded_memory() {
 
 #[tokio::test]
 async fn dropping_the_response_future_resets_the_stream_and_frees_the_slot() {
-    let server = TestServer::start(ServerConfig {
-        max_concurrent_streams: Some(1),
-        ..ServerConfig::default()
-    })
-    .await;
+    let server = one_stream_server().await;
     let pool = Pool::builder().max_connections_per_origin(1).build();
     let slow = tokio::spawn(pool.clone().oneshot(get(server.url("/delay/60000"))));
-    assert!(
-        support::eventually(Duration::from_secs(5), || server
-            .counters()
-            .streams_active
-            .load(Ordering::SeqCst)
-            == 1)
-        .await
-    );
+    wait_for_one_active_stream(&server).await;
     slow.abort();
     let _ = slow.await;
 
     // The only slot of the only connection must be free again, and the
     // server's too (it allows one stream), or this waits a minute.
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        pool.clone().oneshot(get(server.url("/"))),
-    )
-    .await
-    .expect("the slot was freed")
-    .expect("response");
-    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    next_get_answers_ok(pool.clone(), &server, "the slot was freed").await;
     assert_eq!(server.connections_accepted(), 1);
 }
 
 #[tokio::test]
 async fn a_dropped_response_frees_the_servers_only_stream_whichever_clone_sent_it() {
-    let server = TestServer::start(ServerConfig {
-        max_concurrent_streams: Some(1),
-        ..ServerConfig::default()
-    })
-    .await;
+    let server = one_stream_server().await;
     let connection = support::bare_connection(&server).await;
     // The clone that sends the slow request is kept but never used again:
     // it must not keep that stream alive once its response is dropped.
@@ -188,34 +207,21 @@ async fn a_dropped_response_frees_the_servers_only_stream_whichever_clone_sent_i
         .await
         .expect("ready")
         .call(get(server.url("/delay/60000")));
-    assert!(
-        support::eventually(Duration::from_secs(5), || server
-            .counters()
-            .streams_active
-            .load(Ordering::SeqCst)
-            == 1)
-        .await
-    );
+    wait_for_one_active_stream(&server).await;
     drop(slow);
 
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        connection.clone().oneshot(get(server.url("/"))),
+    next_get_answers_ok(
+        connection.clone(),
+        &server,
+        "the slow stream was reset, so the server's only slot is free",
     )
-    .await
-    .expect("the slow stream was reset, so the server's only slot is free")
-    .expect("response");
-    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    .await;
     drop(sender);
 }
 
 #[tokio::test]
 async fn dropping_the_response_body_resets_the_stream_and_frees_the_slot() {
-    let server = TestServer::start(ServerConfig {
-        max_concurrent_streams: Some(1),
-        ..ServerConfig::default()
-    })
-    .await;
+    let server = one_stream_server().await;
     let pool = Pool::builder().max_connections_per_origin(1).build();
     let response = pool
         .clone()
@@ -228,14 +234,7 @@ async fn dropping_the_response_body_resets_the_stream_and_frees_the_slot() {
     drop(body);
     assert_eq!(pool.stats().total().streams_in_flight, 0);
 
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        pool.clone().oneshot(get(server.url("/"))),
-    )
-    .await
-    .expect("the slot was freed")
-    .expect("response");
-    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    next_get_answers_ok(pool.clone(), &server, "the slot was freed").await;
 }
 
 #[tokio::test]

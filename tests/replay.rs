@@ -145,6 +145,18 @@ async fn a_larger_buffer_limit_replays_the_same_1_mib_post() {
     );
 }
 
+/// A connection to `server` that the server has closed, once the client
+/// has noticed.
+async fn closed_connection(server: &TestServer) -> Connection {
+    let closed = support::bare_connection(server).await;
+    server.close_all();
+    assert!(
+        support::eventually(Duration::from_secs(5), || !closed.handle().is_open()).await,
+        "the client notices the close"
+    );
+    closed
+}
+
 /// Sends its first request to `first` and every later one to `second`.
 #[derive(Clone)]
 struct FirstThenSecond {
@@ -179,12 +191,7 @@ where
 #[tokio::test]
 async fn a_never_sent_request_goes_again_with_its_one_shot_body_untouched() {
     let server = TestServer::start(ServerConfig::default()).await;
-    let closed = support::bare_connection(&server).await;
-    server.close_all();
-    assert!(
-        support::eventually(Duration::from_secs(5), || !closed.handle().is_open()).await,
-        "the client notices the close"
-    );
+    let closed = closed_connection(&server).await;
     let open = support::bare_connection(&server).await;
     let layer = ReplayLayer::new();
     let service = layer.layer(FirstThenSecond {
@@ -214,12 +221,7 @@ async fn a_never_sent_request_goes_again_with_its_one_shot_body_untouched() {
 #[tokio::test]
 async fn replays_go_out_on_the_inner_service_as_changed_through_get_mut() {
     let server = TestServer::start(ServerConfig::default()).await;
-    let closed = support::bare_connection(&server).await;
-    server.close_all();
-    assert!(
-        support::eventually(Duration::from_secs(5), || !closed.handle().is_open()).await,
-        "the client notices the close"
-    );
+    let closed = closed_connection(&server).await;
     let calls = Arc::new(AtomicUsize::new(0));
     let mut service = ReplayLayer::new().layer(FirstThenSecond {
         first: closed.clone(),
