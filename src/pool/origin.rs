@@ -665,7 +665,7 @@ impl OriginPool {
 
     /// Opens the replacement of a connection near its end before the end
     /// comes, so the requests after it do not wait for a connect and a
-    /// handshake: when every open connection has used three quarters of its
+    /// handshake: when every open connection has used half of its
     /// expected life (the per-connection request limit the user set, or
     /// what the server's recent GOAWAYs show) and no connect is under way.
     ///
