@@ -12,6 +12,8 @@ pub mod connection;
 pub mod connector;
 pub mod drain;
 mod error;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 pub mod pool;
 pub mod readiness;
 pub mod replay;

@@ -3,8 +3,6 @@
 //! reach gRPC callers, and a server restart under load.
 
 mod grpc;
-#[path = "../examples/tonic/status.rs"]
-mod status;
 mod support;
 
 use std::future::Future;
@@ -16,9 +14,10 @@ use futures_util::stream::{self, StreamExt as _};
 use grpc::echo::echo_client::EchoClient;
 use grpc::echo::EchoRequest;
 use grpc::{message, request_channel, GrpcServer, MAX_MESSAGE_SIZE};
+use h2pool::grpc::GrpcStatusLayer;
 use h2pool::{ErrorKind, Pool};
 use tonic::Code;
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 
 /// Fails the test, instead of hanging it, if `future` never finishes.
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
@@ -256,7 +255,8 @@ async fn without_a_mapping_a_closed_port_reaches_tonic_as_unknown_with_the_pool_
 #[tokio::test]
 async fn with_grpc_statuses_a_closed_port_is_unavailable() {
     let pool = Pool::new();
-    let channel = status::grpc_statuses(pool.origin(closed_port_uri()).expect("a valid origin"));
+    let channel =
+        GrpcStatusLayer::new().layer(pool.origin(closed_port_uri()).expect("a valid origin"));
     let mut client = EchoClient::new(channel);
 
     let status = client
@@ -286,7 +286,7 @@ async fn with_grpc_statuses_a_refused_stream_is_unavailable() {
     let origin = pool
         .origin(format!("http://{}", server.addr()).parse().expect("uri"))
         .expect("a valid origin");
-    let mut client = EchoClient::new(status::grpc_statuses(origin));
+    let mut client = EchoClient::new(GrpcStatusLayer::new().layer(origin));
 
     let status = client
         .unary(message("hello"))
@@ -308,7 +308,7 @@ async fn with_grpc_statuses_a_tower_timeout_is_deadline_exceeded() {
     let origin = ServiceBuilder::new()
         .timeout(Duration::from_millis(200))
         .service(pool.origin(server.uri()).expect("a valid origin"));
-    let mut client = EchoClient::new(status::grpc_statuses(origin));
+    let mut client = EchoClient::new(GrpcStatusLayer::new().layer(origin));
 
     let status = client
         .unary(message("slow:30000"))
@@ -355,7 +355,8 @@ async fn with_grpc_statuses_a_full_pending_queue_is_resource_exhausted() {
     // One call holds the only stream, one waits: the queue is full.
     let busy = slow_call(&pool, &server, |s| s.streams_in_flight == 1).await;
     let waiting = slow_call(&pool, &server, |s| s.requests_waiting == 1).await;
-    let mut client = EchoClient::with_origin(status::grpc_statuses(pool.clone()), server.uri());
+    let mut client =
+        EchoClient::with_origin(GrpcStatusLayer::new().layer(pool.clone()), server.uri());
 
     let status = client
         .unary(message("hello"))
@@ -376,7 +377,8 @@ async fn with_grpc_statuses_a_pending_timeout_is_deadline_exceeded() {
         .pending_timeout(Some(Duration::from_millis(100)))
         .build();
     let busy = slow_call(&pool, &server, |s| s.streams_in_flight == 1).await;
-    let mut client = EchoClient::with_origin(status::grpc_statuses(pool.clone()), server.uri());
+    let mut client =
+        EchoClient::with_origin(GrpcStatusLayer::new().layer(pool.clone()), server.uri());
 
     let status = client
         .unary(message("hello"))

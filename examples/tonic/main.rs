@@ -3,8 +3,8 @@
 //! the `echo.Echo` service in `tests/grpc/echo.proto`).
 //!
 //! ```sh
-//! cargo run --example tonic
-//! cargo run --example tonic -- --url http://127.0.0.1:50051
+//! cargo run --features tonic --example tonic
+//! cargo run --features tonic --example tonic -- --url http://127.0.0.1:50051
 //! ```
 //!
 //! The client needs nothing but a tower service:
@@ -15,18 +15,20 @@
 //! the URIs absolute and the keyed pool waits for a slot inside the call.
 //!
 //! tonic's own `Status::from_error` does not recognise h2pool's errors (they
-//! arrive as UNKNOWN); [`status::grpc_statuses`] maps them to the gRPC codes
-//! (UNAVAILABLE for a refused connect or a refused stream, and so on).
+//! would arrive as UNKNOWN); `h2pool::grpc::GrpcStatusLayer` (feature
+//! `tonic`) maps them to the gRPC codes (UNAVAILABLE for a refused connect
+//! or a refused stream, and so on).
 
 #[path = "../../tests/grpc/mod.rs"]
 mod grpc;
-mod status;
 
 use std::error::Error;
 
 use grpc::echo::echo_client::EchoClient;
 use grpc::echo::EchoRequest;
+use h2pool::grpc::GrpcStatusLayer;
 use tokio_stream::StreamExt;
+use tower::Layer;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
@@ -44,7 +46,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let pool = h2pool::Pool::builder()
         .max_connections_per_origin(4)
         .build();
-    let mut client = EchoClient::new(status::grpc_statuses(pool.origin(uri)?))
+    let mut client = EchoClient::new(GrpcStatusLayer::new().layer(pool.origin(uri)?))
         .max_decoding_message_size(grpc::MAX_MESSAGE_SIZE)
         .max_encoding_message_size(grpc::MAX_MESSAGE_SIZE);
 
