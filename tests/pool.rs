@@ -323,3 +323,55 @@ async fn clones_of_a_one_stream_connection_take_turns_without_a_lost_wake_up() {
     }
     assert!(server.counters().max_streams_active.load(Ordering::SeqCst) <= 1);
 }
+
+/// Thread ids of the panics seen anywhere in this test binary; a test on a
+/// current-thread runtime looks for its own thread, where its spawned
+/// tasks (which tokio catches the panics of) run too.
+fn panicked_threads() -> &'static std::sync::Mutex<Vec<std::thread::ThreadId>> {
+    static PANICKED: std::sync::OnceLock<std::sync::Mutex<Vec<std::thread::ThreadId>>> =
+        std::sync::OnceLock::new();
+    PANICKED.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Ok(mut threads) = panicked_threads().lock() {
+                threads.push(std::thread::current().id());
+            }
+            previous(info);
+        }));
+        std::sync::Mutex::new(Vec::new())
+    })
+}
+
+#[tokio::test]
+async fn connections_to_a_server_with_no_stream_limit_retire_while_busy_without_a_panic() {
+    // A server that sets no SETTINGS_MAX_CONCURRENT_STREAMS gives each
+    // connection usize::MAX free slots. A burst of 250 on a new pool opens
+    // three connections at once (the pool guesses 100 streams each before
+    // SETTINGS arrive); each retires at 100 requests with the others open
+    // and busy, and the pool looks at the slots left. Summed, two such
+    // connections overflowed, which panicked in debug builds.
+    panicked_threads();
+    let server = TestServer::start(ServerConfig {
+        handler_delay: Duration::from_millis(20),
+        ..ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::builder()
+        .max_requests_per_connection(Some(100))
+        .build();
+
+    let failures = support::load(&pool, &server.url("/"), 1_000, 250, |_| {}).await;
+
+    assert!(failures.is_empty(), "failures: {failures:?}");
+    let opened = pool.stats().total().connections_opened;
+    assert!(
+        opened >= 10,
+        "1000 requests at 100 per connection took {opened} connections"
+    );
+    let this_thread = std::thread::current().id();
+    let panics = panicked_threads()
+        .lock()
+        .map(|threads| threads.iter().filter(|&&id| id == this_thread).count())
+        .unwrap_or(0);
+    assert_eq!(panics, 0, "the pool's tasks panicked");
+}

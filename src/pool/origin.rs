@@ -434,13 +434,15 @@ impl OriginPool {
             // A replacement before waiting requests need one, when the retired
             // connection was in use and those left have no room. (An idle one
             // that retires is not replaced: that would churn forever.)
-            let free: usize = state
+            // Whether any slot is free, not how many: a connection to a
+            // server with no stream limit has usize::MAX of them, and two
+            // such would overflow a sum.
+            let room_left = state
                 .connections
                 .iter()
-                .map(|c| c.handle().free_slots())
-                .sum();
+                .any(|c| c.handle().free_slots() > 0);
             let in_demand = busy_retired || state.waiting > 0;
-            if in_demand && free == 0 && self.should_connect(state, state.connections.len()) {
+            if in_demand && !room_left && self.should_connect(state, state.connections.len()) {
                 self.spawn_connect(state);
             }
             self.slot_waiters.wake_all();
@@ -482,7 +484,8 @@ impl OriginPool {
                     .min(DEFAULT_PEER_MAX_STREAMS)
             })
             .max(1);
-        state.waiting > state.connecting * per_connection
+        // Saturating: a server with no stream limit gives usize::MAX.
+        state.waiting > state.connecting.saturating_mul(per_connection)
     }
 
     /// Starts a connect in a task of its own; `state` counts it.
