@@ -249,21 +249,17 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_error_inside_another_error_maps_too() {
-        #[derive(Debug)]
-        struct Wrapper(Error);
-        impl std::fmt::Display for Wrapper {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("wrapped")
-            }
-        }
-        impl StdError for Wrapper {
-            fn source(&self) -> Option<&(dyn StdError + 'static)> {
-                Some(&self.0)
-            }
-        }
-        let wrapped = Wrapper(Error::new(ErrorKind::GoAway, Delivery::Refused));
+    fn a_user_layers_error_maps_by_what_it_wraps() {
+        // The chain is searched past the layer's error to the pool error
+        // inside it.
+        let goaway = Error::new(ErrorKind::GoAway, Delivery::Refused);
+        let wrapped =
+            Error::new(ErrorKind::ConnectionLayer, Delivery::MaybeProcessed).with_source(goaway);
         assert_eq!(code(wrapped), Code::Unavailable);
+
+        let own = Error::new(ErrorKind::ConnectionLayer, Delivery::MaybeProcessed)
+            .with_source(std::io::Error::other("rate limited"));
+        assert_eq!(code(own), Code::Unknown);
     }
 
     #[test]
