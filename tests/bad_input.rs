@@ -344,9 +344,8 @@ fn any_request_ends_in_a_response_or_a_typed_error() {
             (Target::Scheme(_), Err(error)) => prop_assert_eq!(error.kind(), ErrorKind::UnsupportedScheme),
             (Target::Server(_), Err(error)) => {
                 // What the user asked for may be malformed HTTP/2 that h2
-                // lets through (a content-length that is not a number), and
-                // the test server answers HEAD with a body: then the server's
-                // reset, or h2's rejection of the answer, says so.
+                // lets through (a content-length that is not a number): then
+                // the server's reset, or h2's rejection of the answer, says so.
                 prop_assert!(
                     matches!(
                         error.kind(),

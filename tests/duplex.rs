@@ -325,3 +325,20 @@ async fn a_body_ends_right_after_one_frame_or_after_many() {
     assert_eq!(collected.to_bytes().len(), 100_000);
     assert!(body.is_end_stream());
 }
+
+#[tokio::test]
+async fn a_head_answer_ends_with_its_headers() {
+    // HEAD: the server's HEADERS frame ends the stream, and the body says
+    // so before anyone polls it (a proxy relays that as no content).
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::new();
+    let mut request = get(server.url("/"));
+    *request.method_mut() = http::Method::HEAD;
+
+    let response = pool.oneshot(request).await.expect("a response");
+
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let mut body = response.into_body();
+    assert!(body.is_end_stream(), "no content follows a HEAD answer");
+    assert!(body.frame().await.is_none());
+}

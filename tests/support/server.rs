@@ -625,6 +625,8 @@ async fn handle(
         return;
     }
 
+    // A HEAD answer has no content (RFC 9110, 9.3.2): the headers end the stream.
+    let head_only = head.method == http::Method::HEAD;
     match segments.as_slice() {
         ["refuse-after", ..] => {
             let mut checksum = body_read.unwrap_or_else(Fnv1a64::new);
@@ -634,13 +636,13 @@ async fn handle(
                 let _ = body.flow_control().release_capacity(chunk.len());
             }
             let answer = format!("{} {:016x}", checksum.length, checksum.hash);
-            send_text(&mut respond, connection_id, &answer);
+            send_text(&mut respond, connection_id, head_only, &answer);
         }
         ["delay", ms] => {
             let ms: u64 = ms.parse().unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             let _ = drain(body, read_pause).await;
-            send_text(&mut respond, connection_id, "ok");
+            send_text(&mut respond, connection_id, head_only, "ok");
         }
         ["echo"] => echo(body, respond, connection_id, false).await,
         ["bidi"] => echo(body, respond, connection_id, true).await,
@@ -651,7 +653,12 @@ async fn handle(
         }
         ["upload"] => {
             let received = read_all(body, read_pause).await.unwrap_or(0);
-            send_text(&mut respond, connection_id, &received.to_string());
+            send_text(
+                &mut respond,
+                connection_id,
+                head_only,
+                &received.to_string(),
+            );
         }
         ["headers"] => {
             let _ = drain(body, read_pause).await;
@@ -663,7 +670,7 @@ async fn handle(
                 })
                 .collect();
             lines.sort();
-            send_text(&mut respond, connection_id, &lines.join("\n"));
+            send_text(&mut respond, connection_id, head_only, &lines.join("\n"));
         }
         ["reset"] => {
             let _ = drain(body, read_pause).await;
@@ -671,7 +678,7 @@ async fn handle(
         }
         _ => {
             let _ = drain(body, read_pause).await;
-            send_text(&mut respond, connection_id, "ok");
+            send_text(&mut respond, connection_id, head_only, "ok");
         }
     }
 }
@@ -716,9 +723,11 @@ fn response_head(connection_id: u64) -> Response<()> {
         .expect("static response head")
 }
 
-fn send_text(respond: &mut SendResponse<Bytes>, connection_id: u64, text: &str) {
-    if let Ok(mut stream) = respond.send_response(response_head(connection_id), false) {
-        let _ = stream.send_data(Bytes::copy_from_slice(text.as_bytes()), true);
+fn send_text(respond: &mut SendResponse<Bytes>, connection_id: u64, head_only: bool, text: &str) {
+    if let Ok(mut stream) = respond.send_response(response_head(connection_id), head_only) {
+        if !head_only {
+            let _ = stream.send_data(Bytes::copy_from_slice(text.as_bytes()), true);
+        }
     }
 }
 
