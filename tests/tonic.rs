@@ -369,7 +369,7 @@ async fn with_grpc_statuses_a_full_pending_queue_is_resource_exhausted() {
 }
 
 #[tokio::test]
-async fn with_grpc_statuses_a_pending_timeout_is_deadline_exceeded() {
+async fn with_grpc_statuses_a_pending_timeout_is_unavailable() {
     let server = GrpcServer::start().await;
     let pool = Pool::builder()
         .max_connections_per_origin(1)
@@ -385,8 +385,26 @@ async fn with_grpc_statuses_a_pending_timeout_is_deadline_exceeded() {
         .await
         .expect_err("no stream slot in time");
 
-    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // The pool's own limit, not the caller's deadline: retryable.
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     busy.abort();
+}
+
+#[tokio::test]
+async fn with_grpc_statuses_a_pool_error_under_a_buffer_still_maps() {
+    // tower's `Buffer` hands the error on wrapped in one of its own; the
+    // layer finds the pool's error in the source chain.
+    let pool = Pool::new();
+    let origin = pool.origin(closed_port_uri()).expect("a valid origin");
+    let buffered = tower::buffer::Buffer::new(origin, 16);
+    let mut client = EchoClient::new(GrpcStatusLayer::new().layer(buffered));
+
+    let status = client
+        .unary(message("hello"))
+        .await
+        .expect_err("nothing listens");
+
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 }
 
 /// Needs the pool's replay layer: the calls that GOAWAY or the closing

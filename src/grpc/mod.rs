@@ -11,8 +11,8 @@
 //!
 //! | h2pool error | gRPC code |
 //! |---|---|
-//! | connect, connect timeout, handshake, connection closed, GOAWAY, REFUSED_STREAM, keep-alive timeout, body too large to replay | `UNAVAILABLE` |
-//! | pending timeout (no stream slot in time), tower's `Timeout` elapsed | `DEADLINE_EXCEEDED` |
+//! | connect, connect timeout, handshake, connection closed, GOAWAY, REFUSED_STREAM, keep-alive timeout, body too large to replay, pending timeout (no stream slot in time) | `UNAVAILABLE` |
+//! | tower's `Timeout` elapsed (the caller's deadline) | `DEADLINE_EXCEEDED` |
 //! | pending limit (too many requests waiting) | `RESOURCE_EXHAUSTED` |
 //! | stream reset, protocol error, response body | by the HTTP/2 reason, as gRPC's HTTP/2 transport maps it |
 //! | request body, per-connection layer | a status in the error's source chain (tonic's request stream fails with one), else `INTERNAL` / `UNKNOWN` |
@@ -77,9 +77,12 @@ pub fn status_from_error(error: impl Into<BoxError>) -> Status {
     };
     let mut status = match found {
         Found::Code(code) => Status::new(code, error.to_string()),
-        Found::Status(inner) => {
-            Status::with_metadata(inner.code(), inner.message(), inner.metadata().clone())
-        }
+        Found::Status(inner) => Status::with_details_and_metadata(
+            inner.code(),
+            inner.message(),
+            inner.details().to_vec().into(),
+            inner.metadata().clone(),
+        ),
     };
     status.set_source(Arc::from(error));
     status
@@ -143,7 +146,11 @@ fn code_for(error: &Error) -> Mapped {
         | ErrorKind::Refused
         | ErrorKind::KeepAliveTimeout
         | ErrorKind::BodyTooLargeToReplay => Code::Unavailable,
-        ErrorKind::PendingTimeout => Code::DeadlineExceeded,
+        // The pool's own limit on waiting for a stream slot, not the
+        // caller's deadline: the request was never sent, and a retry with
+        // backoff may find room (the caller's deadline, a tower `Timeout`,
+        // is DEADLINE_EXCEEDED below).
+        ErrorKind::PendingTimeout => Code::Unavailable,
         ErrorKind::PendingLimit => Code::ResourceExhausted,
         ErrorKind::StreamReset | ErrorKind::ResponseBody | ErrorKind::Protocol => {
             code_from_reason(error.reason())
@@ -169,15 +176,27 @@ fn code_for(error: &Error) -> Mapped {
     Mapped::Code(code)
 }
 
-/// gRPC's mapping of HTTP/2 error codes ("RST_STREAM error codes" in its
-/// PROTOCOL-HTTP2 document), which tonic applies to hyper's resets.
+/// gRPC's mapping of HTTP/2 error codes ("Errors" in its PROTOCOL-HTTP2
+/// document), as tonic applies it to h2's and hyper's errors: the codes it
+/// does not list (STREAM_CLOSED, HTTP_1_1_REQUIRED) and no code at all are
+/// `UNKNOWN`.
 fn code_from_reason(reason: Option<h2::Reason>) -> Code {
     match reason {
+        Some(
+            h2::Reason::NO_ERROR
+            | h2::Reason::PROTOCOL_ERROR
+            | h2::Reason::INTERNAL_ERROR
+            | h2::Reason::FLOW_CONTROL_ERROR
+            | h2::Reason::SETTINGS_TIMEOUT
+            | h2::Reason::FRAME_SIZE_ERROR
+            | h2::Reason::COMPRESSION_ERROR
+            | h2::Reason::CONNECT_ERROR,
+        ) => Code::Internal,
         Some(h2::Reason::REFUSED_STREAM) => Code::Unavailable,
         Some(h2::Reason::CANCEL) => Code::Cancelled,
         Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
         Some(h2::Reason::INADEQUATE_SECURITY) => Code::PermissionDenied,
-        _ => Code::Internal,
+        _ => Code::Unknown,
     }
 }
 
@@ -201,6 +220,7 @@ mod tests {
             ErrorKind::Refused,
             ErrorKind::KeepAliveTimeout,
             ErrorKind::BodyTooLargeToReplay,
+            ErrorKind::PendingTimeout,
         ] {
             let status = status_from_error(Error::new(kind, Delivery::NeverSent));
             assert_eq!(status.code(), Code::Unavailable, "{kind:?}");
@@ -211,9 +231,9 @@ mod tests {
     }
 
     #[test]
-    fn waiting_too_long_or_too_many_waiting_have_their_own_codes() {
+    fn too_many_waiting_and_the_callers_deadline_have_their_own_codes() {
         let timeout = Error::new(ErrorKind::PendingTimeout, Delivery::NeverSent);
-        assert_eq!(code(timeout), Code::DeadlineExceeded);
+        assert_eq!(code(timeout), Code::Unavailable);
         let limit = Error::new(ErrorKind::PendingLimit, Delivery::NeverSent);
         assert_eq!(code(limit), Code::ResourceExhausted);
         let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
@@ -232,6 +252,7 @@ mod tests {
             Code::ResourceExhausted
         );
         assert_eq!(code(reset(h2::Reason::INTERNAL_ERROR)), Code::Internal);
+        assert_eq!(code(reset(h2::Reason::STREAM_CLOSED)), Code::Unknown);
     }
 
     #[test]
@@ -243,6 +264,25 @@ mod tests {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "bad message");
 
+        // The rich error model's details and the metadata come along.
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("x-detail", "why".parse().expect("ascii"));
+        let detailed = Status::with_details_and_metadata(
+            Code::FailedPrecondition,
+            "not yet",
+            bytes::Bytes::from_static(b"\x08\x09"),
+            metadata,
+        );
+        let error =
+            Error::new(ErrorKind::RequestBody, Delivery::MaybeProcessed).with_source(detailed);
+        let status = status_from_error(error);
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(status.details(), b"\x08\x09");
+        assert_eq!(
+            status.metadata().get("x-detail").map(|v| v.as_bytes()),
+            Some(&b"why"[..])
+        );
+
         let without = Error::new(ErrorKind::RequestBody, Delivery::MaybeProcessed)
             .with_source(std::io::Error::other("disk gone"));
         assert_eq!(code(without), Code::Internal);
@@ -250,8 +290,9 @@ mod tests {
 
     #[test]
     fn a_user_layers_error_maps_by_what_it_wraps() {
-        // The chain is searched past the layer's error to the pool error
-        // inside it.
+        // A user's per-connection layer that wraps the pool's error in one
+        // of its own (tower's `Buffer` does) gives a ConnectionLayer error
+        // with that chain under it: it is searched to the pool error.
         let goaway = Error::new(ErrorKind::GoAway, Delivery::Refused);
         let wrapped =
             Error::new(ErrorKind::ConnectionLayer, Delivery::MaybeProcessed).with_source(goaway);

@@ -39,6 +39,15 @@ impl<S> GrpcStatus<S> {
     }
 }
 
+/// The wrapped service's load, so a balancer can weigh origins under it.
+impl<S: tower::load::Load> tower::load::Load for GrpcStatus<S> {
+    type Metric = S::Metric;
+
+    fn load(&self) -> S::Metric {
+        self.inner.load()
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcStatus<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
