@@ -148,6 +148,48 @@ async fn max_requests_per_connection_rotates_connections_without_failing_a_reque
 }
 
 #[tokio::test]
+async fn a_slow_connection_gets_its_replacement_at_three_quarters_of_its_life_not_half() {
+    // One request every 100 ms on connections that live for 8: the four
+    // left at half-life would take 400 ms, far more than a few connects on
+    // loopback, so the replacement waits until 6 are used (opened at half,
+    // it would sit idle twice as long, and idle out on a slower client).
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::builder().max_requests_per_connection(Some(8)).build();
+    let url = server.url("/");
+    let send = || async {
+        let response = pool
+            .clone()
+            .oneshot(get(url.clone()))
+            .await
+            .expect("a response");
+        body_bytes(response).await.expect("a body");
+    };
+    for _ in 0..6 {
+        send().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = pool.stats().total();
+    assert_eq!(
+        (stats.connections_opened, stats.connecting),
+        (1, 0),
+        "no replacement before three quarters"
+    );
+
+    send().await;
+
+    assert!(
+        support::eventually(Duration::from_secs(5), || pool
+            .stats()
+            .total()
+            .connections_opened
+            == 2)
+        .await,
+        "the seventh request's pick opens the replacement: {:?}",
+        pool.stats().total()
+    );
+}
+
+#[tokio::test]
 async fn a_graceful_goaway_no_request_saw_is_still_recorded_as_the_servers() {
     // An idle connection: no request polls h2 between the server's GOAWAY
     // and its close, so only the connection task can tell it was the

@@ -9,9 +9,10 @@
 //! - when the last [`CONNECTIONS_TO_LEARN_FROM`] lifetimes are all the same
 //!   number, that number is the server's limit: our connections retire at
 //!   it themselves, so no stream goes past it and gets refused;
-//! - whatever the spread, a connection that has used half of the shortest
-//!   recent lifetime is near enough its end that the pool opens its
-//!   replacement ahead of the GOAWAY (see [`Lifetimes::replace_at`]).
+//! - whatever the spread, a connection that has used three quarters of the
+//!   shortest recent lifetime ([`Lifetimes::expected`]; half, when it is
+//!   busy) is near its end, and the pool opens its replacement ahead of
+//!   the GOAWAY (see `OriginPool::replace_ahead`).
 
 /// Connections in a row that must end after the same number of streams
 /// before the pool takes it for the server's limit. Two could agree by
@@ -63,13 +64,10 @@ impl Lifetimes {
         self.full()?.iter().copied().min()
     }
 
-    /// The stream count at which a connection is near enough its end that
-    /// its replacement should start connecting (see [`near_end`]), for the
-    /// shortest recent lifetime.
-    pub(crate) fn replace_at(&self) -> Option<u64> {
-        self.shortest()
-            .filter(|&shortest| shortest > 0)
-            .map(near_end)
+    /// The life to expect of a connection, in streams: the shortest
+    /// recent one, once there are enough to go by.
+    pub(crate) fn expected(&self) -> Option<u64> {
+        self.shortest().filter(|&shortest| shortest > 0)
     }
 
     /// Whether a connection that has taken `streams` proves the recent
@@ -82,17 +80,17 @@ impl Lifetimes {
     }
 }
 
-/// Half a lifetime of `streams`: the point at which a connection's
-/// replacement starts connecting. The replacement must be up before the
-/// old connection's last stream, and a connect and a handshake take a
-/// round trip or three while requests keep coming: with a server that
-/// retires connections every 100 requests at concurrency 64, a quarter of
-/// the life was often not enough and requests waited for the connect
-/// (the benchmark's GOAWAY scenario ran at 0.90x its no-GOAWAY rate; with
-/// half, 0.97x). Starting early costs nothing but overlap: each connection
-/// still takes its whole lifetime of streams, as requests go to the
-/// least-loaded one, so no more connections open over time.
+/// Three quarters of a lifetime of `streams`: the point at which a
+/// connection's replacement starts connecting, which leaves a connect and a
+/// handshake's worth of requests (a quarter of its life) to make it in.
 pub(crate) fn near_end(streams: u64) -> u64 {
+    streams - streams / 4
+}
+
+/// Half a lifetime of `streams`: the earliest a replacement starts, for a
+/// connection so busy that a quarter of its life goes by faster than a
+/// connect. Any earlier and two replacements could overlap one life.
+pub(crate) fn half_life(streams: u64) -> u64 {
     streams - streams / 2
 }
 
@@ -112,7 +110,7 @@ mod tests {
     fn nothing_is_predicted_before_three_connections_ended() {
         let two = lifetimes(&[50, 50]);
         assert_eq!(two.server_limit(), None);
-        assert_eq!(two.replace_at(), None);
+        assert_eq!(two.expected(), None);
         assert!(!two.outlived_by(1_000));
     }
 
@@ -120,14 +118,16 @@ mod tests {
     fn three_equal_lifetimes_are_the_servers_limit() {
         let equal = lifetimes(&[7, 50, 50, 50]);
         assert_eq!(equal.server_limit(), Some(50));
-        assert_eq!(equal.replace_at(), Some(25));
+        assert_eq!(equal.expected(), Some(50));
+        assert_eq!(near_end(50), 38);
+        assert_eq!(half_life(50), 25);
     }
 
     #[test]
     fn a_spread_predicts_from_the_shortest_but_teaches_no_limit() {
         let spread = lifetimes(&[120, 100, 164]);
         assert_eq!(spread.server_limit(), None);
-        assert_eq!(spread.replace_at(), Some(50));
+        assert_eq!(spread.expected(), Some(100));
         assert!(!spread.outlived_by(200));
         assert!(spread.outlived_by(201));
     }
@@ -138,13 +138,13 @@ mod tests {
         learned.record(20);
         assert_eq!(learned.server_limit(), None);
         learned.forget();
-        assert_eq!(learned.replace_at(), None);
+        assert_eq!(learned.expected(), None);
     }
 
     #[test]
     fn zero_predicts_nothing() {
         let zero = lifetimes(&[0, 0, 0]);
         assert_eq!(zero.server_limit(), None);
-        assert_eq!(zero.replace_at(), None);
+        assert_eq!(zero.expected(), None);
     }
 }

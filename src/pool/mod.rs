@@ -11,8 +11,9 @@
 //! unless the waiting requests need more; each request goes to the
 //! least-loaded connection with a free slot. When the server's GOAWAYs (or
 //! the user's own request limit) show how many streams a connection lives
-//! for, the replacement opens while the old connection still has half of
-//! its life left.
+//! for, the replacement opens while the old connection still has a quarter
+//! of its life left, or half of it when it is so busy that a quarter would
+//! go by faster than a connect.
 
 mod builder;
 mod config;

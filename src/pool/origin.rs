@@ -17,7 +17,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::config::Config;
-use super::lifetime::{near_end, Lifetimes};
+use super::lifetime::{half_life, near_end, Lifetimes};
 use super::pooled::{PooledConnection, PooledFuture};
 use super::stats::OriginStats;
 use crate::connection::{
@@ -103,6 +103,35 @@ pub(crate) struct OriginPool {
     this: Weak<OriginPool>,
 }
 
+/// How many connects' time of requests a busy connection keeps in hand
+/// for its replacement: a connect measured on a quiet moment takes longer
+/// under the load that makes a connection run out fast (the benchmark's
+/// server, retiring connections every 100 requests at concurrency 64, had
+/// requests waiting for the connect with a quarter of a life in hand).
+const REPLACEMENT_LEAD_CONNECTS: u32 = 4;
+
+/// Whether the requests waiting need more than `connecting` connects of
+/// `per_connection` streams each will give. Saturating: a server with no
+/// stream limit gives usize::MAX streams a connection.
+fn more_waiting_than_connects_serve(
+    waiting: usize,
+    connecting: usize,
+    per_connection: usize,
+) -> bool {
+    waiting > connecting.saturating_mul(per_connection)
+}
+
+/// Whether `handle`'s connection, at the pace it has kept since it opened,
+/// uses up the rest of its `limit` streams within `lead`.
+fn runs_out_within(handle: &ConnectionHandle, limit: u64, lead: Duration) -> bool {
+    let streams = handle.streams_started();
+    if streams == 0 {
+        return false;
+    }
+    let left = limit.saturating_sub(streams);
+    handle.age().mul_f64(left as f64 / streams as f64) <= lead
+}
+
 #[derive(Default)]
 struct OriginState {
     /// Connections that take new streams (or did at the last look).
@@ -133,6 +162,9 @@ struct OriginState {
     /// How many streams recent connections lived for, to retire ours at a
     /// server's limit and to replace them ahead of its GOAWAYs.
     lifetimes: Lifetimes,
+    /// How long the last successful connect took, handshake included: the
+    /// lead a replacement needs.
+    last_connect_took: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -484,8 +516,7 @@ impl OriginPool {
                     .min(DEFAULT_PEER_MAX_STREAMS)
             })
             .max(1);
-        // Saturating: a server with no stream limit gives usize::MAX.
-        state.waiting > state.connecting.saturating_mul(per_connection)
+        more_waiting_than_connects_serve(state.waiting, state.connecting, per_connection)
     }
 
     /// Starts a connect in a task of its own; `state` counts it.
@@ -518,18 +549,20 @@ impl OriginPool {
             // that panicked, a runtime shutting down), so `connecting` does
             // not stay counted and stall the origin.
             let mut unfinished = UnfinishedConnect(Some(origin));
+            let started = Instant::now();
             let outcome = connect(connector, uri, &config, slot_waiters, span).await;
             if let Some(origin) = unfinished.0.take().and_then(|origin| origin.upgrade()) {
-                origin.finish_connect(outcome);
+                origin.finish_connect(outcome, started.elapsed());
             }
         });
     }
 
-    fn finish_connect(&self, outcome: Result<Connection, Error>) {
+    fn finish_connect(&self, outcome: Result<Connection, Error>, took: Duration) {
         let mut state = lock(&self.state);
         state.connecting -= 1;
         match outcome {
             Ok(connection) => {
+                state.last_connect_took = Some(took);
                 self.counters
                     .connections_opened
                     .fetch_add(1, Ordering::Relaxed);
@@ -668,9 +701,19 @@ impl OriginPool {
 
     /// Opens the replacement of a connection near its end before the end
     /// comes, so the requests after it do not wait for a connect and a
-    /// handshake: when every open connection has used half of its
-    /// expected life (the per-connection request limit the user set, or
-    /// what the server's recent GOAWAYs show) and no connect is under way.
+    /// handshake: when every open connection is near the end of its
+    /// expected life (the per-connection request limit the user set, or the
+    /// shortest of the server's recent GOAWAYs) and no connect is under way.
+    ///
+    /// Near the end is three quarters of the life, or from half on once
+    /// the streams left would be used up within
+    /// [`REPLACEMENT_LEAD_CONNECTS`] connects' time at the connection's own
+    /// pace: a busy connection needs its replacement early, while an idle
+    /// one's would only sit unused, or idle out before its turn. (Against
+    /// a server that retires connections by age rather than by count, the
+    /// overlap of a busy connection and its replacement shortens the lives
+    /// the pool sees, so it opens somewhat more connections than the
+    /// server's schedule needs.)
     ///
     /// At most one connection is young at a time, and the prediction is
     /// dropped once a connection outlives it twice over, so a server whose
@@ -691,18 +734,26 @@ impl OriginPool {
                 tracing::debug!(origin = %self.key, streams, "a connection outlived the server's recent GOAWAYs; no longer replacing ahead of them");
             }
         }
-        let configured = self.config.drain.max_requests.map(near_end);
-        let Some(replace_at) = configured
+        let Some(life) = self
+            .config
+            .drain
+            .max_requests
             .into_iter()
-            .chain(state.lifetimes.replace_at())
+            .chain(state.lifetimes.expected())
             .min()
         else {
             return;
         };
-        let near_end = state
-            .connections
-            .iter()
-            .all(|connection| connection.handle().streams_started() >= replace_at);
+        let lead = state
+            .last_connect_took
+            .map(|took| took.saturating_mul(REPLACEMENT_LEAD_CONNECTS));
+        let near_end = state.connections.iter().all(|connection| {
+            let handle = connection.handle();
+            let streams = handle.streams_started();
+            streams >= near_end(life)
+                || (streams >= half_life(life)
+                    && lead.is_some_and(|lead| runs_out_within(handle, life, lead)))
+        });
         if near_end && self.should_connect(state, state.connections.len()) {
             tracing::debug!(origin = %self.key, "connections near their end; opening a replacement ahead of it");
             self.spawn_connect(state);
@@ -905,10 +956,10 @@ struct UnfinishedConnect(Option<Weak<OriginPool>>);
 impl Drop for UnfinishedConnect {
     fn drop(&mut self) {
         if let Some(origin) = self.0.take().and_then(|origin| origin.upgrade()) {
-            origin.finish_connect(Err(Error::new(ErrorKind::Connect, Delivery::NeverSent)
-                .with_detail(
-                    "the connect ended without an outcome (did the connector panic?)",
-                )));
+            let unfinished = Error::new(ErrorKind::Connect, Delivery::NeverSent)
+                .with_detail("the connect ended without an outcome (did the connector panic?)");
+            // A failed connect's duration is not used.
+            origin.finish_connect(Err(unfinished), Duration::ZERO);
         }
     }
 }
@@ -921,4 +972,16 @@ fn noop_waker() -> &'static Waker {
     }
     static NOOP: OnceLock<Waker> = OnceLock::new();
     NOOP.get_or_init(|| Waker::from(Arc::new(Noop)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::more_waiting_than_connects_serve;
+
+    #[test]
+    fn connects_to_a_server_with_no_stream_limit_serve_any_number_waiting() {
+        assert!(!more_waiting_than_connects_serve(1_000, 2, usize::MAX));
+        assert!(more_waiting_than_connects_serve(201, 2, 100));
+        assert!(!more_waiting_than_connects_serve(200, 2, 100));
+    }
 }
