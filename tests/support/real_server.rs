@@ -79,8 +79,15 @@ pub fn assert_no_failures(what: &str, pool: &Pool, failures: &[h2pool::Error], l
         .iter()
         .take(5)
         .map(|error| {
+            // The whole chain: the I/O error under a connect error says why.
+            let mut chain = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                chain.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
             format!(
-                "{:?} {:?} reason {:?}: {error}",
+                "{:?} {:?} reason {:?}: {chain}",
                 error.kind(),
                 error.delivery(),
                 error.reason()
