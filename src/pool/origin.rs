@@ -747,14 +747,14 @@ impl OriginPool {
         let lead = state
             .last_connect_took
             .map(|took| took.saturating_mul(REPLACEMENT_LEAD_CONNECTS));
-        let near_end = state.connections.iter().all(|connection| {
+        let all_near_their_end = state.connections.iter().all(|connection| {
             let handle = connection.handle();
             let streams = handle.streams_started();
             streams >= near_end(life)
                 || (streams >= half_life(life)
                     && lead.is_some_and(|lead| runs_out_within(handle, life, lead)))
         });
-        if near_end && self.should_connect(state, state.connections.len()) {
+        if all_near_their_end && self.should_connect(state, state.connections.len()) {
             tracing::debug!(origin = %self.key, "connections near their end; opening a replacement ahead of it");
             self.spawn_connect(state);
         }
