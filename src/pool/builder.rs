@@ -141,9 +141,15 @@ impl Builder {
         self
     }
 
-    /// How long a request may wait for a stream slot before it fails with
+    /// How long a request to the keyed [`Pool`] may wait for a stream slot
+    /// before it fails with
     /// [`ErrorKind::PendingTimeout`](crate::ErrorKind::PendingTimeout);
     /// `None` waits as long as it takes. Default 30 s.
+    ///
+    /// An [`OriginService`](crate::OriginService) waits in `poll_ready`
+    /// instead, as tower backpressure does, and so does a replay sent
+    /// through it: a tower `Timeout` around the calls, or the caller's own
+    /// deadline, bounds that wait.
     pub fn pending_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.config.pending_timeout = timeout;
         self

@@ -204,6 +204,9 @@ where
 /// may have another) and is `Pending` while none can be had, so tower's
 /// `Buffer`, `ConcurrencyLimit` and `Balance` see the real capacity. A failed
 /// connect does not fail `poll_ready`: the next `call` returns the error.
+/// The pool's pending timeout does not apply to that wait (nor to a replay's,
+/// which waits the same way inside the response future): bound it with a
+/// tower `Timeout` or a deadline of the caller's.
 #[derive(Clone)]
 pub struct OriginService {
     origin: Arc<OriginPool>,
