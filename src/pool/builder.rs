@@ -148,8 +148,8 @@ impl Builder {
     ///
     /// An [`OriginService`](crate::OriginService) waits in `poll_ready`
     /// instead, as tower backpressure does, and so does a replay sent
-    /// through it: a tower `Timeout` around the calls, or the caller's own
-    /// deadline, bounds that wait.
+    /// through it (inside the response future): see there for what bounds
+    /// those waits.
     pub fn pending_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.config.pending_timeout = timeout;
         self

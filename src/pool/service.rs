@@ -204,9 +204,11 @@ where
 /// may have another) and is `Pending` while none can be had, so tower's
 /// `Buffer`, `ConcurrencyLimit` and `Balance` see the real capacity. A failed
 /// connect does not fail `poll_ready`: the next `call` returns the error.
-/// The pool's pending timeout does not apply to that wait (nor to a replay's,
-/// which waits the same way inside the response future): bound it with a
-/// tower `Timeout` or a deadline of the caller's.
+/// The pool's pending timeout does not apply to that wait: bound it with a
+/// deadline of the caller's around readiness and the call (such as
+/// `tokio::time::timeout` over `oneshot`), or fail at once with tower's
+/// `LoadShed`. A replay waits the same way inside the response future,
+/// where a tower `Timeout` layer bounds it.
 #[derive(Clone)]
 pub struct OriginService {
     origin: Arc<OriginPool>,
