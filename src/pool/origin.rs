@@ -550,18 +550,22 @@ impl OriginPool {
             // not stay counted and stall the origin.
             let mut unfinished = UnfinishedConnect(Some(origin));
             let started = Instant::now();
-            let outcome = connect(connector, uri, &config, slot_waiters, span).await;
+            let outcome = connect(connector, uri, &config, slot_waiters, span)
+                .await
+                .map(|connection| (connection, started.elapsed()));
             if let Some(origin) = unfinished.0.take().and_then(|origin| origin.upgrade()) {
-                origin.finish_connect(outcome, started.elapsed());
+                origin.finish_connect(outcome);
             }
         });
     }
 
-    fn finish_connect(&self, outcome: Result<Connection, Error>, took: Duration) {
+    /// Takes in a connect's outcome: the connection and how long it took
+    /// to open, or why it failed.
+    fn finish_connect(&self, outcome: Result<(Connection, Duration), Error>) {
         let mut state = lock(&self.state);
         state.connecting -= 1;
         match outcome {
-            Ok(connection) => {
+            Ok((connection, took)) => {
                 state.last_connect_took = Some(took);
                 self.counters
                     .connections_opened
@@ -956,10 +960,10 @@ struct UnfinishedConnect(Option<Weak<OriginPool>>);
 impl Drop for UnfinishedConnect {
     fn drop(&mut self) {
         if let Some(origin) = self.0.take().and_then(|origin| origin.upgrade()) {
-            let unfinished = Error::new(ErrorKind::Connect, Delivery::NeverSent)
-                .with_detail("the connect ended without an outcome (did the connector panic?)");
-            // A failed connect's duration is not used.
-            origin.finish_connect(Err(unfinished), Duration::ZERO);
+            origin.finish_connect(Err(Error::new(ErrorKind::Connect, Delivery::NeverSent)
+                .with_detail(
+                    "the connect ended without an outcome (did the connector panic?)",
+                )));
         }
     }
 }
