@@ -304,6 +304,25 @@ mod tests {
     }
 
     #[test]
+    fn a_response_body_that_fails_fails_with_a_status() {
+        use http_body_util::BodyExt;
+
+        // A stream cut off mid-response, as the pool's body reports it.
+        let cut_off = http_body_util::StreamBody::new(futures_util::stream::iter([Err::<
+            http_body::Frame<bytes::Bytes>,
+            Error,
+        >(
+            Error::new(ErrorKind::ConnectionClosed, Delivery::MaybeProcessed),
+        )]));
+        let mut body = StatusBody::new(cut_off);
+        let frame = futures_util::FutureExt::now_or_never(body.frame())
+            .flatten()
+            .expect("the failed frame");
+        let status = frame.expect_err("an error, as a status");
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+
+    #[test]
     fn anything_else_is_left_to_tonic() {
         let other: BoxError = "something else".into();
         assert_eq!(code(other), Code::Unknown);
