@@ -48,6 +48,7 @@ impl ResponseFuture {
 impl Future for ResponseFuture {
     type Output = Result<Response<Body>, Error>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (response, guard, reset) = match &mut self.state {
             State::Failed(error) => {

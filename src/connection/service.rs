@@ -327,6 +327,7 @@ where
         self.poll_reserve(cx).map(Ok)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<B>) -> ResponseFuture {
         let Some(slot) = self.slot.take() else {
             let error = if self.handle.is_open() {

@@ -59,6 +59,7 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, request: Request<B>) -> DispatchFuture<B> {
         match self {
             Dispatch::AnyOrigin { shared, last } => {
@@ -270,6 +271,7 @@ where
 {
     type Output = Result<Response<Body>, Error>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         loop {

@@ -54,6 +54,7 @@ where
 {
     type Output = Result<Response<Body>, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match ready!(self.project().inner.poll(cx)) {
             Ok(response) => Poll::Ready(Ok(response)),

@@ -342,6 +342,7 @@ impl OriginPool {
     /// a request that finds a slot goes out at once and its future never
     /// holds one. If the first look finds nothing ready, the request comes
     /// back to wait in its future, through [`poll_acquire`](Self::poll_acquire).
+    #[inline]
     pub(crate) fn try_send<B>(&self, request: Request<B>) -> FirstLook<B>
     where
         B: HttpBody + Send + 'static,

@@ -82,6 +82,7 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, request: Request<B>) -> PooledFuture {
         match self {
             PooledConnection::Standard(connection) => {
@@ -127,6 +128,7 @@ pub(crate) enum PooledFuture {
 impl Future for PooledFuture {
     type Output = Result<Response<Body>, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             PooledFuture::Standard(future) => Pin::new(future).poll(cx),

@@ -84,6 +84,7 @@ where
         }
     }
 
+    #[inline]
     pub(crate) fn replaying(
         future: S::Future,
         shared: Arc<ReplayShared<S, C>>,
@@ -113,6 +114,7 @@ where
 {
     type Output = Result<Response<ResBody>, S::Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {

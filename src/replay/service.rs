@@ -110,6 +110,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let policy = &self.shared.policy;
         if policy.max_attempts <= 1 {
