@@ -3,7 +3,6 @@
 mod support;
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,18 +45,6 @@ async fn one_stream_server() -> TestServer {
         ..ServerConfig::default()
     })
     .await
-}
-
-/// Waits until the server runs exactly one stream.
-async fn wait_for_one_active_stream(server: &TestServer) {
-    assert!(
-        support::eventually(Duration::from_secs(5), || server
-            .counters()
-            .streams_active
-            .load(Ordering::SeqCst)
-            == 1)
-        .await
-    );
 }
 
 /// Sends a GET for "/" through `service`, which must answer "ok" within
@@ -186,7 +173,7 @@ async fn dropping_the_response_future_resets_the_stream_and_frees_the_slot() {
     let server = one_stream_server().await;
     let pool = Pool::builder().max_connections_per_origin(1).build();
     let slow = tokio::spawn(pool.clone().oneshot(get(server.url("/delay/60000"))));
-    wait_for_one_active_stream(&server).await;
+    support::wait_for_one_active_stream(&server).await;
     slow.abort();
     let _ = slow.await;
 
@@ -207,7 +194,7 @@ async fn a_dropped_response_frees_the_servers_only_stream_whichever_clone_sent_i
         .await
         .expect("ready")
         .call(get(server.url("/delay/60000")));
-    wait_for_one_active_stream(&server).await;
+    support::wait_for_one_active_stream(&server).await;
     drop(slow);
 
     next_get_answers_ok(

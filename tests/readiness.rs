@@ -30,14 +30,7 @@ async fn a_stalled_server_is_evicted_by_keep_alive_and_its_streams_fail_with_a_t
     body_bytes(response).await.unwrap();
 
     let in_flight = tokio::spawn(pool.clone().oneshot(get(server.url("/delay/60000"))));
-    assert!(
-        support::eventually(Duration::from_secs(5), || server
-            .counters()
-            .streams_active
-            .load(Ordering::SeqCst)
-            == 1)
-        .await
-    );
+    support::wait_for_one_active_stream(&server).await;
     server.stall();
 
     let error = tokio::time::timeout(Duration::from_secs(10), in_flight)

@@ -34,6 +34,19 @@ pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -
     condition()
 }
 
+/// Waits (up to 5 s) until `server` runs exactly one stream.
+pub async fn wait_for_one_active_stream(server: &TestServer) {
+    assert!(
+        eventually(Duration::from_secs(5), || server
+            .counters()
+            .streams_active
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1)
+        .await,
+        "the server never ran exactly one stream"
+    );
+}
+
 /// Logs to the test output when `RUST_LOG` is set.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
