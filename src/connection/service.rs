@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use h2::client::SendRequest;
-use http::header::{HeaderName, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Request, Response};
 use http_body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -406,9 +406,12 @@ fn handshake_timed_out() -> Error {
 /// request that crossed an HTTP/1.1 hop often has them, so drop them rather
 /// than fail, as hyper does.
 fn strip_connection_headers(headers: &mut HeaderMap) {
-    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    if headers.is_empty() {
+    // One pass over the names, which usually finds none, costs less than a
+    // lookup (a hash of the name) for each of the six below.
+    if !headers
+        .iter()
+        .any(|(name, value)| is_connection_specific(name, value))
+    {
         return;
     }
     if let Some(connection) = headers.remove(CONNECTION) {
@@ -432,6 +435,21 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
     }
 }
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether HTTP/2 forbids this header (`te` only with a value other than
+/// `trailers`).
+fn is_connection_specific(name: &HeaderName, value: &HeaderValue) -> bool {
+    // Standard names compare as one byte; custom ones only with custom ones.
+    *name == CONNECTION
+        || *name == TRANSFER_ENCODING
+        || *name == UPGRADE
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
+        || (*name == TE && !value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,5 +467,35 @@ mod tests {
         let mut names: Vec<_> = headers.keys().map(|name| name.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["te", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn each_connection_specific_header_alone_is_removed() {
+        for (name, value) in [
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip"),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, value.parse().unwrap());
+            headers.insert("content-type", "application/grpc".parse().unwrap());
+            strip_connection_headers(&mut headers);
+            assert!(!headers.contains_key(name), "{name}: {value} was kept");
+            assert!(headers.contains_key("content-type"));
+        }
+    }
+
+    #[test]
+    fn end_to_end_headers_are_left_alone() {
+        let mut headers = HeaderMap::new();
+        headers.insert(TE, "trailers".parse().unwrap());
+        headers.insert("content-type", "application/grpc".parse().unwrap());
+        headers.append("x-many", "1".parse().unwrap());
+        headers.append("x-many", "2".parse().unwrap());
+        let before = headers.clone();
+        strip_connection_headers(&mut headers);
+        assert_eq!(headers, before);
     }
 }
