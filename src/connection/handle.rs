@@ -89,7 +89,13 @@ impl Shared {
     /// Records now in `stamp`, as milliseconds after `created`.
     fn stamp(&self, stamp: &AtomicU64) {
         let now = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
-        stamp.store(now, Ordering::Relaxed);
+        // Stored only when it changed, at most once a millisecond. The
+        // connection's task stamps every read, and a store each time would
+        // take this cache line away from the cores whose requests read and
+        // count the handle's other fields, many times a millisecond.
+        if stamp.load(Ordering::Relaxed) != now {
+            stamp.store(now, Ordering::Relaxed);
+        }
     }
 
     /// How long ago `stamp` was recorded.
