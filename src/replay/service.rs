@@ -37,6 +37,16 @@ pub(crate) struct ReplayShared<S, C> {
     template: OnceLock<Mutex<S>>,
 }
 
+impl<S, C> ReplayShared<S, C> {
+    /// Shared state with no template yet: the next request takes one.
+    fn new(policy: Arc<Policy<C>>) -> Arc<Self> {
+        Arc::new(ReplayShared {
+            policy,
+            template: OnceLock::new(),
+        })
+    }
+}
+
 impl<S: Clone, C> ReplayShared<S, C> {
     /// A clone of the inner service for another attempt.
     pub(crate) fn service(&self) -> Option<S> {
@@ -48,11 +58,10 @@ impl<S: Clone, C> ReplayShared<S, C> {
 
 impl<S, C> Replay<S, C> {
     pub(crate) fn new(inner: S, policy: Arc<Policy<C>>) -> Self {
-        let shared = Arc::new(ReplayShared {
-            policy,
-            template: OnceLock::new(),
-        });
-        Replay { inner, shared }
+        Replay {
+            inner,
+            shared: ReplayShared::new(policy),
+        }
     }
 
     /// The inner service.
@@ -66,10 +75,7 @@ impl<S, C> Replay<S, C> {
         // A template of its own, taken afresh at the next request; clones
         // keep theirs.
         if self.shared.template.get().is_some() {
-            self.shared = Arc::new(ReplayShared {
-                policy: self.shared.policy.clone(),
-                template: OnceLock::new(),
-            });
+            self.shared = ReplayShared::new(self.shared.policy.clone());
         }
         &mut self.inner
     }
