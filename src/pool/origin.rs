@@ -121,15 +121,14 @@ fn more_waiting_than_connects_serve(
     waiting > connecting.saturating_mul(per_connection)
 }
 
-/// Whether `handle`'s connection, at the pace it has kept since it opened,
+/// Whether a connection that started `streams` in its `age`, at that pace,
 /// uses up the rest of its `limit` streams within `lead`.
-fn runs_out_within(handle: &ConnectionHandle, limit: u64, lead: Duration) -> bool {
-    let streams = handle.streams_started();
+fn runs_out_within(streams: u64, age: Duration, limit: u64, lead: Duration) -> bool {
     if streams == 0 {
         return false;
     }
     let left = limit.saturating_sub(streams);
-    handle.age().mul_f64(left as f64 / streams as f64) <= lead
+    age.mul_f64(left as f64 / streams as f64) <= lead
 }
 
 #[derive(Default)]
@@ -757,7 +756,7 @@ impl OriginPool {
             let streams = handle.streams_started();
             streams >= near_end(life)
                 || (streams >= half_life(life)
-                    && lead.is_some_and(|lead| runs_out_within(handle, life, lead)))
+                    && lead.is_some_and(|lead| runs_out_within(streams, handle.age(), life, lead)))
         });
         if all_near_their_end && self.should_connect(state, state.connections.len()) {
             tracing::debug!(origin = %self.key, "connections near their end; opening a replacement ahead of it");
