@@ -63,6 +63,34 @@ async fn sixty_four_slow_requests_open_exactly_as_many_connections_as_the_stream
 }
 
 #[tokio::test]
+async fn our_own_stream_cap_spreads_load_over_connections_to_a_server_with_no_limit() {
+    let server = TestServer::start(ServerConfig {
+        max_concurrent_streams: None,
+        handler_delay: Duration::from_millis(300),
+        ..ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::builder()
+        .max_concurrent_streams(Some(8))
+        .max_connections_per_origin(16)
+        .build();
+
+    let served_by = run_concurrently(&pool, &server, "/", 64).await;
+
+    // Uncapped, one connection would carry all 64.
+    assert_eq!(server.connections_accepted(), 8);
+    let mut per_connection = std::collections::HashMap::new();
+    for connection in &served_by {
+        *per_connection.entry(connection.as_str()).or_insert(0) += 1;
+    }
+    assert_eq!(per_connection.len(), 8, "{per_connection:?}");
+    assert!(
+        per_connection.values().all(|&served| served == 8),
+        "{per_connection:?}"
+    );
+}
+
+#[tokio::test]
 async fn with_two_connections_allowed_the_rest_queue_and_all_succeed() {
     let server = TestServer::start(ServerConfig {
         max_concurrent_streams: Some(8),

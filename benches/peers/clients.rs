@@ -62,6 +62,16 @@ impl Client {
         Client::H2pool(h2pool::Pool::new())
     }
 
+    /// `Pool::new()`'s defaults, with at most `streams` concurrent streams
+    /// per connection: more load opens more connections.
+    pub fn h2pool_capped(streams: usize) -> Client {
+        Client::H2pool(
+            h2pool::Pool::builder()
+                .max_concurrent_streams(Some(streams))
+                .build(),
+        )
+    }
+
     pub fn hyper_util() -> Client {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);

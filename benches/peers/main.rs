@@ -12,7 +12,9 @@
 //! `peers.svg` (the chart the README shows), and prints the table.
 //!
 //! Scenarios:
-//! - a. small GET at concurrency 1, 64 and 512
+//! - a. small GET at concurrency 1, 64 and 512; at 64 and 512 also h2pool
+//!   capped at 32 streams a connection, which spreads the load over several
+//!   (for information: the target is the default pool's)
 //! - b. a server with SETTINGS_MAX_CONCURRENT_STREAMS 16 and a 2 ms handler
 //!   delay, concurrency 256; h2pool also against the same server without
 //!   the limit, for the ratio
@@ -414,16 +416,36 @@ async fn http_clients(
         .collect()
 }
 
+/// The per-connection stream cap of scenario a's extra h2pool row, and
+/// that row's name.
+const SPREAD_STREAMS: usize = 32;
+pub const SPREAD_LABEL: &str = "h2pool, 32 streams/conn";
+
 async fn small_gets(settings: &Settings) -> Vec<Row> {
     let server = Server::start(settings, server::Config::default()).await;
     let workloads = http_clients(&server, settings, true).await;
+    // One connection's task and h2's lock are shared by all its streams:
+    // the same pool capped at SPREAD_STREAMS streams a connection spreads
+    // higher concurrencies over several. Shown for information; the target
+    // is the default pool's.
+    let spread = settings.uses("h2pool").then(|| {
+        let uri = format!("{}/", server.origin())
+            .parse()
+            .expect("a valid URI");
+        let client = Client::h2pool_capped(SPREAD_STREAMS);
+        (SPREAD_LABEL, Get { client, uri })
+    });
     let mut rows = Vec::new();
     for concurrency in [1, 64, 512] {
         if !settings.runs_small_gets_at(concurrency) {
             continue;
         }
         let scenario = format!("a. GET, concurrency {concurrency}");
-        rows.extend(compare(&scenario, workloads.clone(), concurrency, settings).await);
+        let mut workloads = workloads.clone();
+        if concurrency > SPREAD_STREAMS {
+            workloads.extend(spread.clone());
+        }
+        rows.extend(compare(&scenario, workloads, concurrency, settings).await);
     }
     rows
 }

@@ -194,6 +194,7 @@ fn colour(client: &str) -> &'static str {
         "h2pool" | "h2pool under tonic" => "#1f6fb2",
         "h2pool, no stream limit" | "h2pool, no GOAWAY" => "#8fbde6",
         "hyper-util" => "#e08a2c",
+        crate::SPREAD_LABEL => "#2b9e6b",
         _ => "#7b5bb5",
     }
 }
