@@ -372,12 +372,14 @@ impl Server {
     }
 }
 
-/// h2pool against `server`, the scenario's server without its handicap:
-/// the rate a target compares with, measured in the same rounds.
-fn h2pool_reference(
+/// An extra h2pool row sending GETs to `server`, such as h2pool against the
+/// scenario's server without its handicap (the rate a target compares
+/// with, measured in the same rounds); none when h2pool is not run.
+fn h2pool_row(
     settings: &Settings,
     server: &Server,
     label: &'static str,
+    client: impl FnOnce() -> Client,
 ) -> Option<(&'static str, Get)> {
     if !settings.uses("h2pool") {
         return None;
@@ -385,8 +387,13 @@ fn h2pool_reference(
     let uri = format!("{}/", server.origin())
         .parse()
         .expect("a valid URI");
-    let client = Client::h2pool();
-    Some((label, Get { client, uri }))
+    Some((
+        label,
+        Get {
+            client: client(),
+            uri,
+        },
+    ))
 }
 
 /// Raw h2, h2pool and hyper-util, each sending GETs to `server`.
@@ -428,12 +435,8 @@ async fn small_gets(settings: &Settings) -> Vec<Row> {
     // the same pool capped at SPREAD_STREAMS streams a connection spreads
     // higher concurrencies over several. Shown for information; the target
     // is the default pool's.
-    let spread = settings.uses("h2pool").then(|| {
-        let uri = format!("{}/", server.origin())
-            .parse()
-            .expect("a valid URI");
-        let client = Client::h2pool_capped(SPREAD_STREAMS);
-        (SPREAD_LABEL, Get { client, uri })
+    let spread = h2pool_row(settings, &server, SPREAD_LABEL, || {
+        Client::h2pool_capped(SPREAD_STREAMS)
     });
     let mut rows = Vec::new();
     for concurrency in [1, 64, 512] {
@@ -471,10 +474,11 @@ async fn stream_limit(settings: &Settings) -> Vec<Row> {
     )
     .await;
     let mut workloads = http_clients(&limited, settings, true).await;
-    workloads.extend(h2pool_reference(
+    workloads.extend(h2pool_row(
         settings,
         &unlimited,
         "h2pool, no stream limit",
+        Client::h2pool,
     ));
     compare(SCENARIO, workloads, 256, settings).await
 }
@@ -571,7 +575,12 @@ async fn goaways(settings: &Settings) -> Vec<Row> {
     let no_goaway = Server::start(settings, server::Config::default()).await;
     // Raw h2 is one connection and has nowhere to go after a GOAWAY.
     let mut workloads = http_clients(&server, settings, false).await;
-    workloads.extend(h2pool_reference(settings, &no_goaway, "h2pool, no GOAWAY"));
+    workloads.extend(h2pool_row(
+        settings,
+        &no_goaway,
+        "h2pool, no GOAWAY",
+        Client::h2pool,
+    ));
     compare("d. GOAWAY every 100, c=64", workloads, 64, settings).await
 }
 
