@@ -20,7 +20,9 @@ use crate::error::BoxError;
 /// poll, so it cannot race the replay.
 ///
 /// Up to the buffer limit (64 KiB by default) the data read so far is kept,
-/// trailers included. Keeping is zero-copy when the body yields [`Bytes`].
+/// trailers included, until the response head arrives (no replay follows
+/// then). Keeping is zero-copy when the body yields [`Bytes`]; each chunk
+/// counts at least 64 bytes against the limit, for the handle it takes.
 /// Past the limit the buffer is dropped and the request is *committed*: if a
 /// replay is then needed, it fails with
 /// [`ErrorKind::BodyTooLargeToReplay`](crate::ErrorKind::BodyTooLargeToReplay).
@@ -118,6 +120,8 @@ struct Shared<B> {
     read_any: bool,
     // The caller's body failed: a replay could not send what it would have.
     failed: bool,
+    // The response head arrived: no replay follows, so nothing more is kept.
+    replays_over: bool,
     finished: bool,
     trailers: Option<HeaderMap>,
     attempt: u64,
@@ -143,6 +147,7 @@ where
             keeping: hint.lower() <= limit as u64,
             read_any: false,
             failed: false,
+            replays_over: false,
             finished: false,
             trailers: None,
             attempt: 0,
@@ -223,6 +228,16 @@ where
         Err(self)
     }
 
+    /// Says that no replay will follow: the response head arrived. Nothing
+    /// more is kept, and what was kept goes once the attempt sending the
+    /// body has given it out (a long-lived stream, a gRPC bidi call say,
+    /// would otherwise hold it to its end).
+    pub(crate) fn end_replays(&self) {
+        if let Mode::Kept(shared) = &self.mode {
+            lock(shared).replays_over = true;
+        }
+    }
+
     /// Returns true while a replay could give every byte read so far.
     pub fn is_replayable(&self) -> bool {
         match &self.mode {
@@ -235,26 +250,46 @@ where
 
 impl<B> Shared<B> {
     fn is_replayable(&self) -> bool {
-        !self.failed && (self.keeping || !self.read_any)
+        !self.failed && !self.replays_over && (self.keeping || !self.read_any)
     }
 
-    /// Records a chunk read from the caller's body.
-    fn keep(&mut self, chunk: &Bytes) {
+    /// Records a chunk read from the caller's body. `owed` when a replay
+    /// was made while the chunk was being read: that replay was promised
+    /// every byte read, so it gets this one whatever the limit (one chunk
+    /// over it at most, per superseded attempt).
+    fn keep(&mut self, chunk: &Bytes, owed: bool) {
         self.read_any = true;
-        if !self.keeping {
+        if chunk.is_empty() {
+            // Nothing to send again; kept, a stream of empty frames would
+            // grow the buffer without ever reaching the limit.
             return;
         }
-        if self.kept_bytes + chunk.len() > self.limit {
+        let cost = chunk.len().max(MIN_CHUNK_COST);
+        if owed {
+            self.kept_bytes += cost;
+            self.chunks.push(chunk.clone());
+            return;
+        }
+        if !self.keeping || self.replays_over {
+            return;
+        }
+        if self.kept_bytes + cost > self.limit {
             // Committed: the memory goes back now, not when the request ends.
             self.keeping = false;
             self.chunks = Vec::new();
             self.kept_bytes = 0;
             return;
         }
-        self.kept_bytes += chunk.len();
+        self.kept_bytes += cost;
         self.chunks.push(chunk.clone());
     }
 }
+
+/// The least a kept chunk counts against the limit. Each chunk costs a
+/// handle (and, for data that is not `Bytes`, an allocation) besides its
+/// bytes; a body of one-byte frames would otherwise keep many times the
+/// limit in memory.
+const MIN_CHUNK_COST: usize = 64;
 
 impl<B> HttpBody for ReplayBody<B>
 where
@@ -307,6 +342,19 @@ where
                 this.trailers_given = true;
                 return Poll::Ready(state.trailers.clone().map(|t| Ok(Frame::trailers(t))));
             }
+            if state.failed {
+                // An attempt this one replaced read the failure.
+                return Poll::Ready(Some(Err(
+                    "the request body failed while an earlier attempt was reading it".into(),
+                )));
+            }
+            if state.replays_over && !state.chunks.is_empty() {
+                // This attempt gave out every kept chunk, and no other
+                // attempt will come for them.
+                state.chunks = Vec::new();
+                state.kept_bytes = 0;
+                this.chunks_given = 0;
+            }
             if this.reading.is_none() {
                 match state.parked.take() {
                     Some(body) => this.reading = Some(body),
@@ -329,6 +377,9 @@ where
             Poll::Ready(frame) => frame,
         };
         let mut state = lock(&shared);
+        // The lock was let go while the caller's body was polled: a replay
+        // made meanwhile needs what this poll read.
+        let replayed_meanwhile = state.attempt != this.attempt;
         match frame {
             None => {
                 state.finished = true;
@@ -342,7 +393,7 @@ where
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(mut data) => {
                     let chunk = data.copy_to_bytes(data.remaining());
-                    state.keep(&chunk);
+                    state.keep(&chunk, replayed_meanwhile);
                     this.chunks_given = state.chunks.len();
                     this.bytes_given += chunk.len() as u64;
                     Poll::Ready(Some(Ok(Frame::data(chunk))))
@@ -487,9 +538,156 @@ mod tests {
         assert_eq!(collected.to_bytes(), "data");
     }
 
+    /// A body that runs `hook` in its poll of frame `at`, before it yields
+    /// that frame: the moment an attempt reads the caller's body with the
+    /// replay state unlocked, when another task may make a replay.
+    struct Hooked {
+        frames: std::collections::VecDeque<Result<Frame<Bytes>, BoxError>>,
+        polls: usize,
+        at: usize,
+        hook: Option<Box<dyn FnOnce() + Send>>,
+    }
+
+    impl Hooked {
+        fn new(
+            frames: Vec<Result<Frame<Bytes>, BoxError>>,
+            at: usize,
+            hook: impl FnOnce() + Send + 'static,
+        ) -> Self {
+            Hooked {
+                frames: frames.into(),
+                polls: 0,
+                at,
+                hook: Some(Box::new(hook)),
+            }
+        }
+    }
+
+    impl HttpBody for Hooked {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if self.polls == self.at {
+                if let Some(hook) = self.hook.take() {
+                    hook();
+                }
+            }
+            self.polls += 1;
+            Poll::Ready(self.frames.pop_front())
+        }
+    }
+
+    fn data(bytes: &'static [u8]) -> Result<Frame<Bytes>, BoxError> {
+        Ok(Frame::data(Bytes::from_static(bytes)))
+    }
+
+    /// Runs `frames` through a first attempt that reads `reads` of them, a
+    /// replay being made during the last of those reads; returns the replay
+    /// and the first attempt (to drop, as the replay layer does).
+    async fn replayed_during_a_read(
+        frames: Vec<Result<Frame<Bytes>, BoxError>>,
+        limit: usize,
+        reads: usize,
+    ) -> (ReplayBody<Hooked>, ReplayBody<Hooked>) {
+        let made: Arc<Mutex<Option<ReplayBody<Hooked>>>> = Arc::default();
+        let replays: Arc<Mutex<Option<ReplayBody<Hooked>>>> = Arc::default();
+        let (made_in_hook, replays_in_hook) = (made.clone(), replays.clone());
+        let body = Hooked::new(frames, reads - 1, move || {
+            let detached = replays_in_hook.lock().expect("not poisoned").take();
+            let replay = detached.and_then(|detached| detached.replay());
+            *made_in_hook.lock().expect("not poisoned") = replay;
+        });
+        let mut first = ReplayBody::new(body, limit);
+        *replays.lock().expect("not poisoned") = first.detached();
+        for _ in 0..reads {
+            let _ = first.frame().await;
+        }
+        let replay = made.lock().expect("not poisoned").take();
+        (replay.expect("replayable when the replay was made"), first)
+    }
+
+    #[tokio::test]
+    async fn a_chunk_read_past_the_limit_while_a_replay_was_made_still_goes_to_it() {
+        let (replay, first) =
+            replayed_during_a_read(vec![data(&[1; 64]), data(&[2; 64]), data(&[3; 64])], 128, 3)
+                .await;
+        drop(first);
+        let sent = replay.collect().await.expect("the whole body").to_bytes();
+        let mut expected = vec![1u8; 64];
+        expected.extend([2u8; 64]);
+        expected.extend([3u8; 64]);
+        assert_eq!(sent, expected, "the replay sends every byte, in order");
+    }
+
+    #[tokio::test]
+    async fn a_first_chunk_that_commits_the_body_while_a_replay_was_made_goes_to_it() {
+        // With no room at all, the first read commits the body: a replay
+        // is possible only until then, and this one was made during it.
+        let frames = vec![data(b"first"), data(b"second")];
+        let (replay, first) = replayed_during_a_read(frames, 0, 1).await;
+        drop(first);
+        let sent = replay.collect().await.expect("the whole body").to_bytes();
+        assert_eq!(sent, "firstsecond");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_failed_while_a_replay_was_made_fails_the_replay() {
+        let frames = vec![data(b"first"), Err("the caller's body broke".into())];
+        let (replay, first) = replayed_during_a_read(frames, 1024, 2).await;
+        drop(first);
+        assert!(
+            replay.collect().await.is_err(),
+            "the replay must not end as if the body were complete"
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_frames_are_not_kept() {
+        let frames: Vec<_> = (0..1000).map(|_| data(b"")).chain([data(b"x")]).collect();
+        let mut body = ReplayBody::new(Hooked::new(frames, usize::MAX, || {}), 1024);
+        while body.frame().await.is_some() {}
+        let Mode::Kept(shared) = &body.mode else {
+            panic!("a body with data is kept");
+        };
+        assert_eq!(lock(shared).chunks.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn tiny_frames_count_at_least_their_handle_against_the_limit() {
+        let frames: Vec<_> = (0..100).map(|_| data(b"x")).collect();
+        let mut body = ReplayBody::new(Hooked::new(frames, usize::MAX, || {}), 1024);
+        while body.frame().await.is_some() {}
+        assert!(
+            !body.is_replayable(),
+            "100 one-byte frames keep 100 handles, more than a 1 KiB limit allows"
+        );
+    }
+
+    #[tokio::test]
+    async fn once_replays_are_over_kept_chunks_go_when_given_out() {
+        let frames = vec![data(&[1; 64]), data(&[2; 64])];
+        let mut body = ReplayBody::new(Hooked::new(frames, usize::MAX, || {}), 1024);
+        body.frame().await.expect("a frame").expect("no error");
+        body.end_replays();
+        assert!(!body.is_replayable());
+        body.frame().await.expect("a frame").expect("no error");
+        let Mode::Kept(shared) = &body.mode else {
+            panic!("a body with data is kept");
+        };
+        assert!(
+            lock(shared).chunks.is_empty(),
+            "nothing is held for a replay that cannot come"
+        );
+    }
+
     #[tokio::test]
     async fn past_the_limit_the_body_is_committed() {
-        let mut body = ReplayBody::new(chunks(&["0123", "4567"]), 6);
+        const CHUNK: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let mut body = ReplayBody::new(chunks(&[CHUNK, CHUNK]), 100);
         assert!(body.is_replayable());
         body.frame().await.expect("a frame").expect("no error");
         assert!(body.is_replayable());

@@ -121,6 +121,9 @@ where
             match this.attempt.as_mut().project() {
                 AttemptProj::Sending { future } => match ready!(future.poll(cx)) {
                     Ok(mut response) => {
+                        if let Some(replay) = this.replay.as_ref() {
+                            replay.body.end_replays();
+                        }
                         if *this.attempts > 1 {
                             response.extensions_mut().insert(Attempts(*this.attempts));
                         }

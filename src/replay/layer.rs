@@ -78,10 +78,11 @@ impl<C: Clone> ReplayLayer<C> {
         self.with(|policy| policy.max_attempts = max.max(1))
     }
 
-    /// How many bytes of a request body are kept for replays. A request
-    /// that sent more is committed: if it then needs a replay, it fails with
+    /// How many bytes of a request body are kept for replays (a chunk counts
+    /// at least 64). A request that sent more is committed: if it then needs
+    /// a replay, it fails with
     /// [`ErrorKind::BodyTooLargeToReplay`](crate::ErrorKind::BodyTooLargeToReplay).
-    /// Default 64 KiB.
+    /// What was kept goes once the response head arrives. Default 64 KiB.
     pub fn buffer_limit(self, bytes: usize) -> Self {
         self.with(|policy| policy.buffer_limit = bytes)
     }
