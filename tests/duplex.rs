@@ -3,6 +3,7 @@
 mod support;
 
 use std::convert::Infallible;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -249,6 +250,38 @@ async fn a_request_body_error_resets_the_stream_and_is_reported_as_such() {
     assert_eq!(error.kind(), ErrorKind::RequestBody);
     let source = std::error::Error::source(&error).expect("the body's error is the source");
     assert_eq!(source.to_string(), "disk on fire");
+    // The connection survives a failed stream.
+    let response = pool
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("next request");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+}
+
+/// A body that panics half way: the task sending it ends without END_STREAM
+/// or a reset, while the response future keeps the stream alive, so a
+/// server that waits for the whole body would never answer.
+#[tokio::test]
+async fn a_request_body_that_panics_resets_the_stream_and_is_reported_as_such() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::new();
+    let frames = futures_util::stream::iter([Ok::<_, std::io::Error>(Frame::data(
+        Bytes::from_static(b"partial"),
+    ))])
+    .chain(futures_util::stream::poll_fn(|_| -> Poll<Option<_>> {
+        panic!("the request body panicked (on purpose, in a test)")
+    }));
+    let request = http::Request::post(server.url("/upload"))
+        .body(StreamBody::new(frames))
+        .unwrap();
+
+    let error = tokio::time::timeout(Duration::from_secs(10), pool.clone().oneshot(request))
+        .await
+        .expect("the request ended instead of waiting for the rest of the body")
+        .expect_err("the body failed");
+    assert_eq!(error.kind(), ErrorKind::RequestBody);
+    let source = std::error::Error::source(&error).expect("the panic is the source");
+    assert!(source.to_string().contains("panicked"), "{source}");
     // The connection survives a failed stream.
     let response = pool
         .oneshot(get(server.url("/")))

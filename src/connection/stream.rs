@@ -44,6 +44,9 @@ impl StreamGuard {
         self.body_task = None;
         Poll::Ready(match outcome {
             Ok(Err(body_error)) => Some(body_error),
+            Err(join_error) if join_error.is_panic() => {
+                Some("the request body panicked while it was being sent".into())
+            }
             Ok(Ok(())) | Err(_) => None,
         })
     }
@@ -114,10 +117,43 @@ impl Drop for StreamGuard {
 ///
 /// Returns the body's own error, after resetting the stream. h2 errors end
 /// the task quietly: the response side reports them with more context.
-pub(crate) async fn send_body<B>(body: B, mut stream: SendStream<Bytes>) -> Result<(), BoxError>
+pub(crate) async fn send_body<B>(body: B, stream: SendStream<Bytes>) -> Result<(), BoxError>
 where
     B: HttpBody + Send + 'static,
     B::Data: Buf + Send,
+    B::Error: Into<BoxError>,
+{
+    let mut sending = ResetUnlessDone {
+        stream,
+        done: false,
+    };
+    let outcome = send_frames(body, &mut sending.stream).await;
+    sending.done = true;
+    outcome
+}
+
+/// The stream of a body being sent; reset with CANCEL if the sending stops
+/// half way without saying why: the body panicked, or the task was aborted.
+/// h2 resets a stream by itself only once every handle on it is gone, and
+/// the response future holds one, so a server waiting for the rest of the
+/// body would otherwise leave the request hanging.
+struct ResetUnlessDone {
+    stream: SendStream<Bytes>,
+    done: bool,
+}
+
+impl Drop for ResetUnlessDone {
+    fn drop(&mut self) {
+        if !self.done {
+            self.stream.send_reset(Reason::CANCEL);
+        }
+    }
+}
+
+async fn send_frames<B>(body: B, stream: &mut SendStream<Bytes>) -> Result<(), BoxError>
+where
+    B: HttpBody,
+    B::Data: Buf,
     B::Error: Into<BoxError>,
 {
     let mut body = std::pin::pin!(body);
@@ -149,7 +185,7 @@ where
             Ok(mut data) => {
                 let end = body.is_end_stream();
                 let bytes = data.copy_to_bytes(data.remaining());
-                if !send_data(&mut stream, bytes, end).await || end {
+                if !send_data(stream, bytes, end).await || end {
                     return Ok(());
                 }
             }
