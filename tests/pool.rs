@@ -405,3 +405,60 @@ async fn connections_to_a_server_with_no_stream_limit_retire_while_busy_without_
         .unwrap_or(0);
     assert_eq!(panics, 0, "the pool's tasks panicked");
 }
+
+/// A pool used from a runtime that is shutting down: tokio drops the
+/// connect task without ever polling it. The origin must count that
+/// connect as failed, or it would wait for it forever, and so would
+/// every request to the origin.
+#[test]
+fn a_connect_task_the_runtime_drops_unpolled_fails_the_request_instead_of_stalling_it() {
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let handle = runtime.handle().clone();
+        drop(runtime);
+        let _entered = handle.enter();
+        let pool = Pool::builder().pending_timeout(None).build();
+        let request = get("http://127.0.0.1:9/".to_owned());
+        let _ = done.send(futures_util::FutureExt::now_or_never(pool.oneshot(request)));
+    });
+    let outcome = outcome
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request ended");
+    let error = outcome
+        .expect("the first poll ends the request")
+        .expect_err("no connection could start");
+    assert_eq!(error.kind(), h2pool::ErrorKind::Connect);
+    assert!(
+        error.to_string().contains("shutting down"),
+        "the error says why: {error}"
+    );
+}
+
+/// A future made where no runtime is current, and awaited on one (as
+/// `block_on` callers do): the task that sends the request body goes to the
+/// connection's runtime rather than panicking for want of a current one.
+#[test]
+fn a_request_with_a_body_sent_from_outside_the_runtime_goes_out() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let server = runtime.block_on(TestServer::start(ServerConfig::default()));
+    let mut pool = Pool::new();
+    // A connection first, so the next call sends at once, from `call`.
+    let warm = runtime.block_on(pool.clone().oneshot(get(server.url("/"))));
+    assert!(warm.is_ok(), "{warm:?}");
+
+    let request = http::Request::post(server.url("/upload"))
+        .body(http_body_util::Full::new(Bytes::from_static(b"hello")))
+        .expect("valid request");
+    let ready = futures_util::FutureExt::now_or_never(poll_fn(|cx| {
+        Service::<http::Request<http_body_util::Full<Bytes>>>::poll_ready(&mut pool, cx)
+    }));
+    assert!(matches!(ready, Some(Ok(()))), "a pool is always ready");
+    let response = pool.call(request);
+    let length = runtime.block_on(async {
+        body_bytes(response.await.expect("response"))
+            .await
+            .expect("body")
+    });
+    assert_eq!(length, "5");
+}

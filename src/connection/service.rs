@@ -56,6 +56,10 @@ pub struct Connection {
     senders: Arc<()>,
     send: SendRequest<Bytes>,
     handle: ConnectionHandle,
+    // The runtime the connection's task runs on, for the tasks that send
+    // request bodies: `call` may run outside any runtime's context (a
+    // future made on one thread and awaited on a runtime).
+    runtime: tokio::runtime::Handle,
     slot: Option<StreamSlot>,
     waiter: Option<SlotWait>,
 }
@@ -199,6 +203,7 @@ impl Connection {
             senders,
             send,
             handle,
+            runtime: tokio::runtime::Handle::current(),
             slot: None,
             waiter: None,
         })
@@ -298,6 +303,7 @@ impl Clone for Connection {
             senders: self.senders.clone(),
             send: self.send.clone(),
             handle: self.handle.clone(),
+            runtime: self.runtime.clone(),
             slot: None,
             waiter: None,
         }
@@ -363,7 +369,7 @@ where
                 let body_task = if end_of_stream {
                     None
                 } else {
-                    Some(tokio::spawn(send_body(body, send_stream)))
+                    Some(self.runtime.spawn(send_body(body, send_stream)))
                 };
                 ResponseFuture::waiting(response, StreamGuard::new(slot, body_task))
             }

@@ -522,18 +522,10 @@ impl OriginPool {
     /// Starts a connect in a task of its own; `state` counts it.
     fn spawn_connect(&self, state: &mut OriginState) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No connection can run without a runtime: the waiting requests
-            // get this as their connect error.
-            self.counters
-                .connect_failures
-                .fetch_add(1, Ordering::Relaxed);
-            state.connect_failures += 1;
-            state.last_connect_error = Some(
-                Error::new(ErrorKind::Connect, Delivery::NeverSent)
-                    .with_detail(
-                        "no tokio runtime: h2pool must be used from within a tokio runtime",
-                    )
-                    .into_shared(),
+            // No connection can run without a runtime.
+            self.connect_not_started(
+                state,
+                "no tokio runtime: h2pool must be used from within a tokio runtime",
             );
             return;
         };
@@ -544,7 +536,7 @@ impl OriginPool {
         let config = self.config.clone();
         let slot_waiters = self.slot_waiters.clone();
         let span = tracing::debug_span!("h2pool::connection", origin = %self.key, id = tracing::field::Empty);
-        runtime.spawn(async move {
+        let task = runtime.spawn(async move {
             // Reports a connect that ends without an outcome (a connector
             // that panicked, a runtime shutting down), so `connecting` does
             // not stay counted and stall the origin.
@@ -557,6 +549,27 @@ impl OriginPool {
                 origin.finish_connect(outcome);
             }
         });
+        // A runtime that is shutting down drops the task without polling it,
+        // so the guard above never exists. A task that did run cannot have
+        // finished yet: its outcome waits for the lock held here.
+        if task.is_finished() {
+            state.connecting -= 1;
+            self.connect_not_started(state, "the tokio runtime is shutting down");
+        }
+    }
+
+    /// Counts a connect that could not start as failed: the waiting
+    /// requests get `detail` as their connect error.
+    fn connect_not_started(&self, state: &mut OriginState, detail: &'static str) {
+        self.counters
+            .connect_failures
+            .fetch_add(1, Ordering::Relaxed);
+        state.connect_failures += 1;
+        state.last_connect_error = Some(
+            Error::new(ErrorKind::Connect, Delivery::NeverSent)
+                .with_detail(detail)
+                .into_shared(),
+        );
     }
 
     /// Takes in a connect's outcome: the connection and how long it took
