@@ -106,7 +106,16 @@ pub(crate) fn connect_error(error: BoxError) -> Error {
         Ok(tls) => return tls.into_pool_error(),
         Err(error) => error,
     };
-    Error::new(ErrorKind::Connect, Delivery::NeverSent).with_source(error)
+    // Which address failed, and how, belongs in the message itself: many
+    // logs show an error without its source chain.
+    let detail = error
+        .downcast_ref::<std::io::Error>()
+        .map(ToString::to_string);
+    let error = Error::new(ErrorKind::Connect, Delivery::NeverSent).with_source(error);
+    match detail {
+        Some(detail) => error.with_detail(detail),
+        None => error,
+    }
 }
 
 /// Splits a URI into the host to resolve (IPv6 literals without their
