@@ -42,6 +42,16 @@ pub(crate) struct OriginKey {
 impl OriginKey {
     pub(crate) fn from_uri(uri: &Uri) -> Result<OriginKey, Error> {
         match (uri.scheme(), uri.authority()) {
+            (Some(_), Some(authority)) if !has_valid_port(authority) => {
+                // `http` takes any text after the colon, and reads a port
+                // it cannot parse as none: the default port, someone
+                // else's service, would get the request.
+                Err(
+                    Error::new(ErrorKind::InvalidUri, Delivery::NeverSent).with_detail(format!(
+                        "{uri:?} has a port that is not a number from 0 to 65535"
+                    )),
+                )
+            }
             (Some(scheme), Some(authority)) => Ok(OriginKey {
                 scheme: scheme.clone(),
                 authority: authority.clone(),
@@ -884,12 +894,17 @@ async fn connect(
     slot_waiters: Arc<SlotWaiters>,
     span: tracing::Span,
 ) -> Result<Connection, Error> {
+    let authority = uri.authority().map(ToString::to_string).unwrap_or_default();
     let io = match tokio::time::timeout(config.connect_timeout, connector.oneshot(uri)).await {
         Ok(Ok(io)) => io,
         Ok(Err(error)) => return Err(connector::connect_error(error)),
         Err(_) => {
-            return Err(Error::new(ErrorKind::ConnectTimeout, Delivery::NeverSent)
-                .with_detail(format!("no connection within {:?}", config.connect_timeout)))
+            return Err(
+                Error::new(ErrorKind::ConnectTimeout, Delivery::NeverSent).with_detail(format!(
+                    "no connection to {authority} within {:?}",
+                    config.connect_timeout
+                )),
+            )
         }
     };
     Connection::handshake_with(io, &config.http2, slot_waiters, span).await
@@ -981,6 +996,19 @@ impl Drop for UnfinishedConnect {
     }
 }
 
+/// Whether `authority` has no port, or one that parses as a port number.
+fn has_valid_port(authority: &Authority) -> bool {
+    let text = authority.as_str();
+    let host_and_port = text.rsplit_once('@').map_or(text, |(_, rest)| rest);
+    match host_and_port.strip_prefix(authority.host()) {
+        Some("") | Some(":") => true,
+        Some(port) => port
+            .strip_prefix(':')
+            .is_some_and(|port| port.parse::<u16>().is_ok()),
+        None => false,
+    }
+}
+
 /// A waker that does nothing, for a look that must not wait.
 fn noop_waker() -> &'static Waker {
     struct Noop;
@@ -993,7 +1021,34 @@ fn noop_waker() -> &'static Waker {
 
 #[cfg(test)]
 mod tests {
-    use super::more_waiting_than_connects_serve;
+    use super::{has_valid_port, more_waiting_than_connects_serve, OriginKey};
+    use crate::ErrorKind;
+
+    #[test]
+    fn ports_that_are_not_numbers_are_refused_not_taken_for_the_default() {
+        for uri in [
+            "https://api.internal:84430/",
+            "http://h:8o80/",
+            "http://[::1]:99999/",
+            "http://user@h:x/",
+        ] {
+            let uri: http::Uri = uri.parse().expect("http accepts it");
+            let error = OriginKey::from_uri(&uri).expect_err(&format!("{uri} is refused"));
+            assert_eq!(error.kind(), ErrorKind::InvalidUri);
+        }
+        for uri in [
+            "https://api.internal/",
+            "https://api.internal:8443/",
+            "http://[::1]:8080/",
+            "http://[::1]/",
+            "http://user:secret@h:80/",
+            "http://h:/",
+        ] {
+            let uri: http::Uri = uri.parse().expect("valid");
+            let authority = uri.authority().expect("an authority");
+            assert!(has_valid_port(authority), "{uri} is accepted");
+        }
+    }
 
     #[test]
     fn connects_to_a_server_with_no_stream_limit_serve_any_number_waiting() {
