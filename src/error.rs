@@ -139,7 +139,8 @@ pub enum Delivery {
 ///
 /// It keeps its cause as [`source`](StdError::source) (an [`h2::Error`],
 /// an [`std::io::Error`] or the body's own error), so tools that walk the
-/// chain, such as tonic's `Status::from_error`, see the HTTP/2 reason.
+/// chain see the HTTP/2 reason. (tonic's `Status::from_error` does not look
+/// past the first error: the `grpc` module's `GrpcStatusLayer` maps ours.)
 pub struct Error {
     kind: ErrorKind,
     delivery: Delivery,
@@ -307,7 +308,8 @@ impl Error {
         )
     }
 
-    /// Returns true for the pool's own time limits (pending timeout, keep-alive).
+    /// Returns true for the pool's own time limits (connect timeout, pending
+    /// timeout, keep-alive).
     pub fn is_timeout(&self) -> bool {
         matches!(
             self.kind,

@@ -133,7 +133,7 @@ impl Settings {
 
     /// Whether scenario a runs at `concurrency` (`H2POOL_BENCH_ONLY=a64`).
     fn runs_small_gets_at(&self, concurrency: usize) -> bool {
-        self.only.as_ref().map_or(true, |only| {
+        self.only.as_ref().is_none_or(|only| {
             only.split(',')
                 .map(str::trim)
                 .any(|s| s == "a" || s == format!("a{concurrency}"))
@@ -141,15 +141,15 @@ impl Settings {
     }
 
     fn runs(&self, scenario: char) -> bool {
-        self.only.as_ref().map_or(true, |only| {
-            only.split(',').any(|s| s.trim().starts_with(scenario))
-        })
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.split(',').any(|s| s.trim().starts_with(scenario)))
     }
 
     fn uses(&self, client: &str) -> bool {
-        self.clients.as_ref().map_or(true, |clients| {
-            clients.split(',').any(|c| c.trim() == client)
-        })
+        self.clients
+            .as_ref()
+            .is_none_or(|clients| clients.split(',').any(|c| c.trim() == client))
     }
 
     /// Partial runs are for looking, not for the committed results.

@@ -77,8 +77,8 @@ impl Http2Settings {
         self
     }
 
-    /// The largest response header block accepted (SETTINGS_MAX_HEADER_LIST_SIZE).
-    /// Default [`DEFAULT_MAX_HEADER_LIST_SIZE`].
+    /// The largest response header block accepted (SETTINGS_MAX_HEADER_LIST_SIZE;
+    /// zero is taken as one). Default [`DEFAULT_MAX_HEADER_LIST_SIZE`].
     pub fn max_header_list_size(mut self, size: u32) -> Self {
         self.max_header_list_size = size.max(1);
         self

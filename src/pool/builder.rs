@@ -189,8 +189,12 @@ impl Builder {
     }
 
     /// When connections retire by themselves (see [`drain`](crate::drain)).
-    /// Replaces [`idle_timeout`](Self::idle_timeout) too. Default: idle for
-    /// 90 s, or stream ids at 75% of their range.
+    /// The policy replaces every drain setting made before it:
+    /// [`idle_timeout`](Self::idle_timeout),
+    /// [`max_connection_age`](Self::max_connection_age) and
+    /// [`max_requests_per_connection`](Self::max_requests_per_connection)
+    /// (so call those after it), and `DrainPolicy::default()` has no idle
+    /// timeout. Default: idle for 90 s, or stream ids at 75% of their range.
     pub fn drain_policy(mut self, policy: DrainPolicy) -> Self {
         self.config.drain = policy;
         self
@@ -212,8 +216,8 @@ impl Builder {
     }
 
     /// Waits after failed connects to an origin: `initial` after the first,
-    /// doubling per failure up to `max`, each with jitter. Default 100 ms
-    /// doubling to 10 s.
+    /// doubling per failure up to `max` (raised to `initial` if below it),
+    /// each with jitter. Default 100 ms doubling to 10 s.
     ///
     /// A connection the server ends with GOAWAY before answering any
     /// request (an overloaded server shedding load) counts as a failed

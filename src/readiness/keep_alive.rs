@@ -26,6 +26,7 @@ impl KeepAlive {
     /// PING after `interval` without a frame from the server; retire the
     /// connection when no PONG comes within `timeout`. Idle connections (no
     /// stream in flight) are not pinged unless [`while_idle`](Self::while_idle).
+    /// Both durations are at least 1 ms.
     pub fn new(interval: Duration, timeout: Duration) -> Self {
         KeepAlive {
             interval_ms: Arc::new(AtomicU64::new(millis(interval).max(1))),

@@ -420,9 +420,7 @@ where
     fn is_end_stream(&self) -> bool {
         let shared = match &self.mode {
             Mode::Empty => return true,
-            Mode::Passthrough => {
-                return self.reading.as_ref().map_or(true, Original::is_end_stream)
-            }
+            Mode::Passthrough => return self.reading.as_ref().is_none_or(Original::is_end_stream),
             Mode::Kept(shared) => shared,
         };
         let state = lock(shared);
