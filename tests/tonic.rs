@@ -321,6 +321,47 @@ async fn with_grpc_statuses_a_tower_timeout_is_deadline_exceeded() {
     assert_eq!(response.into_inner().message, "quick");
 }
 
+/// tonic's `Request::set_timeout` sends `grpc-timeout`; tonic's `Channel`
+/// enforces it on the client, and so does the status layer.
+#[tokio::test]
+async fn with_grpc_statuses_a_calls_own_timeout_is_deadline_exceeded() {
+    let server = GrpcServer::start().await;
+    let pool = Pool::new();
+    // The deadline goes no further than the client's layer, so the server
+    // (tonic's enforces it too) cannot be what ends the call.
+    let origin = ServiceBuilder::new()
+        .map_request(|mut request: http::Request<tonic::body::Body>| {
+            request.headers_mut().remove("grpc-timeout");
+            request
+        })
+        .service(pool.origin(server.uri()).expect("a valid origin"));
+    // Through an interceptor, as clients that add credentials are built:
+    // it needs a default response body.
+    let mut client =
+        EchoClient::with_interceptor(GrpcStatusLayer::new().layer(origin), Ok::<_, tonic::Status>);
+
+    let mut slow = tonic::Request::new(message("slow:30000"));
+    slow.set_timeout(Duration::from_millis(200));
+    let status = within("the call with a deadline", client.unary(slow))
+        .await
+        .expect_err("the server answers too late");
+
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // The expired call freed its stream: the next one goes through.
+    let response = client.unary(message("quick")).await.expect("unary call");
+    assert_eq!(response.into_inner().message, "quick");
+    assert!(
+        support::eventually(Duration::from_secs(5), || pool
+            .stats()
+            .total()
+            .streams_in_flight
+            == 0)
+        .await,
+        "the expired call's stream was reset: {:?}",
+        pool.stats().total()
+    );
+}
+
 /// Starts a slow call on the keyed pool and waits until the pool shows it
 /// in `counted` (in flight, or waiting for a stream slot).
 async fn slow_call(

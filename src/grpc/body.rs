@@ -18,6 +18,13 @@ pin_project! {
     }
 }
 
+/// tonic's `with_interceptor` asks for a default response body.
+impl<B: Default> Default for StatusBody<B> {
+    fn default() -> Self {
+        StatusBody::new(B::default())
+    }
+}
+
 impl<B> StatusBody<B> {
     /// Wraps `inner`.
     pub fn new(inner: B) -> Self {

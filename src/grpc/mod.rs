@@ -12,7 +12,7 @@
 //! | h2pool error | gRPC code |
 //! |---|---|
 //! | connect, connect timeout, handshake, connection closed, GOAWAY, REFUSED_STREAM, keep-alive timeout, body too large to replay, pending timeout (no stream slot in time) | `UNAVAILABLE` |
-//! | tower's `Timeout` elapsed (the caller's deadline) | `DEADLINE_EXCEEDED` |
+//! | tower's `Timeout` elapsed, or the call's `grpc-timeout` (the caller's deadline) | `DEADLINE_EXCEEDED` |
 //! | pending limit (too many requests waiting) | `RESOURCE_EXHAUSTED` |
 //! | stream reset, protocol error, response body | by the HTTP/2 reason, as gRPC's HTTP/2 transport maps it |
 //! | request body, per-connection layer | a status in the error's source chain (tonic's request stream fails with one), else `INTERNAL` / `UNKNOWN` |
