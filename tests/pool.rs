@@ -462,3 +462,25 @@ fn a_request_with_a_body_sent_from_outside_the_runtime_goes_out() {
     });
     assert_eq!(length, "5");
 }
+
+/// A request that names another origin goes to the service's own, with the
+/// origin's scheme and authority, as tonic's `Channel` sends it (a proxy
+/// forwarding a request addressed to itself relies on this).
+#[tokio::test]
+async fn an_origin_service_points_a_request_for_another_origin_at_its_own() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::new();
+    let origin = pool
+        .origin(server.url("/").parse().expect("a valid origin"))
+        .expect("origin");
+
+    let response = origin
+        .oneshot(get("http://elsewhere.invalid:1/headers".to_owned()))
+        .await
+        .expect("response");
+    let seen = String::from_utf8(body_bytes(response).await.expect("body").to_vec()).expect("text");
+
+    let authority = format!(":authority: {}", server.addr());
+    assert!(seen.lines().any(|line| line == authority), "{seen}");
+    assert!(seen.lines().any(|line| line == ":scheme: http"), "{seen}");
+}

@@ -169,13 +169,15 @@ impl OriginDispatch {
         DispatchFuture::sending(self.origin.clone(), response)
     }
 
-    /// Points a path-only request URI at this origin.
+    /// Points the request URI at this origin: a path-only one, or one
+    /// naming another origin (as tonic's `AddOrigin` does, and as a proxy
+    /// forwarding a request addressed to itself needs).
     fn complete_uri<B>(&self, request: &mut Request<B>) -> Result<(), Error> {
         let uri = request.uri();
-        if uri.scheme().is_some() && uri.authority().is_some() {
+        let key = self.origin.key();
+        if key.matches(uri) {
             return Ok(());
         }
-        let key = self.origin.key();
         let path = uri
             .path_and_query()
             .cloned()

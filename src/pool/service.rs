@@ -205,6 +205,11 @@ where
 /// The pool's connections to one origin, as a [`Service`] with honest
 /// backpressure. Made by [`Pool::origin`].
 ///
+/// Every request goes to its origin: a path-only URI (as tonic's generated
+/// clients send) is completed with the origin's scheme and authority, and
+/// one that names another origin is pointed at this one, as tonic's own
+/// `Channel` does.
+///
 /// `poll_ready` reserves a stream slot (opening a connection if the origin
 /// may have another) and is `Pending` while none can be had, so tower's
 /// `Buffer`, `ConcurrencyLimit` and `Balance` see the real capacity. A failed

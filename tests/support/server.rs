@@ -11,7 +11,8 @@
 //!   then echoes (the gRPC bidi pattern that deadlocks half-duplex clients)
 //! - `/download/{bytes}`: sends that many bytes, honouring flow control
 //! - `/upload`: reads the whole body and answers with its length
-//! - `/headers`: answers with the request's headers, one `name: value` a line
+//! - `/headers`: answers with the request's headers, one `name: value` a line,
+//!   `:scheme` and `:authority` first
 //! - `/refuse`: RST_STREAM(REFUSED_STREAM) before any processing
 //! - `/refuse-after-body`: reads the whole body, then REFUSED_STREAM
 //! - `/refuse-first/{n}`: REFUSED_STREAM for the first `n` arrivals of the
@@ -670,6 +671,16 @@ async fn handle(
                 })
                 .collect();
             lines.sort();
+            let pseudo = [
+                format!(":scheme: {}", head.uri.scheme_str().unwrap_or("")),
+                format!(
+                    ":authority: {}",
+                    head.uri
+                        .authority()
+                        .map_or("", |authority| authority.as_str())
+                ),
+            ];
+            lines.splice(0..0, pseudo);
             send_text(&mut respond, connection_id, head_only, &lines.join("\n"));
         }
         ["reset"] => {
