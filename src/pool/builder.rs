@@ -20,6 +20,12 @@ use crate::replay::ReplayLayer;
 
 /// Configures a [`Pool`]. Every setting has a documented default.
 ///
+/// Pools built from one builder (or its clones) share its replay layer and
+/// keep-alive, as the services of one tower layer do: one retry budget, one
+/// count of replays in their stats, and one PING interval (doubled when a
+/// server says "too_many_pings"). Give each pool its own
+/// [`ReplayLayer`] and [`KeepAlive`] to keep them apart.
+///
 /// ```
 /// use std::time::Duration;
 ///

@@ -18,8 +18,12 @@ use std::time::{Duration, Instant};
 
 use super::real_server::{find_binary, free_port, scratch_dir, wait_until_listening};
 
-/// Where Debian puts the loadable modules.
-const MODULES: &str = "/usr/lib/apache2/modules";
+/// Where the loadable modules are: `H2POOL_APACHE_MODULES`, or where
+/// Debian puts them.
+fn modules() -> PathBuf {
+    std::env::var_os("H2POOL_APACHE_MODULES")
+        .map_or_else(|| PathBuf::from("/usr/lib/apache2/modules"), PathBuf::from)
+}
 
 /// A running Apache httpd.
 pub struct Apache {
@@ -56,6 +60,8 @@ impl Apache {
             ""
         };
         let port = free_port();
+        let modules = modules();
+        let modules = modules.display();
         let config = format!(
             r#"
 ServerRoot {dir}
@@ -66,9 +72,9 @@ DefaultRuntimeDir {dir}
 ErrorLog {dir}/error.log
 LogLevel warn
 {user}
-LoadModule mpm_event_module {MODULES}/mod_mpm_event.so
-LoadModule http2_module {MODULES}/mod_http2.so
-LoadModule authz_core_module {MODULES}/mod_authz_core.so
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule http2_module {modules}/mod_http2.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
 # h2c only: prior knowledge (H2Direct) on a cleartext port.
 Protocols h2c http/1.1
 H2Direct on
@@ -171,11 +177,12 @@ fn find_apache() -> PathBuf {
         "these tests need a real Apache httpd with mod_http2; install it \
          (`apt-get install apache2`, as .ci/run does)",
     );
-    let http2 = Path::new(MODULES).join("mod_http2.so");
+    let http2 = modules().join("mod_http2.so");
     assert!(
         http2.is_file(),
         "{} is missing: these tests need Debian's apache2 with mod_http2 \
-         (`apt-get install apache2`)",
+         (`apt-get install apache2`), or H2POOL_APACHE_MODULES naming the \
+         directory of Apache's modules",
         http2.display()
     );
     binary
