@@ -102,6 +102,8 @@ async fn connect_to(addresses: Vec<SocketAddr>, named: bool) -> io::Result<TcpSt
     let mut addresses = interleave_families(addresses).into_iter();
     let mut attempts = JoinSet::new();
     let mut failures = Vec::new();
+    // The error's kind is the last attempt's, as it was with one address.
+    let mut last_kind = io::ErrorKind::NotFound;
     loop {
         if attempts.is_empty() {
             let Some(address) = addresses.next() else {
@@ -114,6 +116,7 @@ async fn connect_to(addresses: Vec<SocketAddr>, named: bool) -> io::Result<TcpSt
             Some(finished) = attempts.join_next() => match finished {
                 Ok((_, Ok(stream))) => return Ok(stream),
                 Ok((address, Err(error))) => {
+                    last_kind = error.kind();
                     failures.push(if named {
                         format!("{address}: {error}")
                     } else {
@@ -136,7 +139,7 @@ async fn connect_to(addresses: Vec<SocketAddr>, named: bool) -> io::Result<TcpSt
     Err(if failures.is_empty() {
         io::Error::new(io::ErrorKind::NotFound, "the host resolved to no address")
     } else {
-        io::Error::new(io::ErrorKind::ConnectionRefused, failures.join("; "))
+        io::Error::new(last_kind, failures.join("; "))
     })
 }
 
@@ -230,6 +233,7 @@ mod tests {
             .expect_err("nothing listens");
         let message = error.to_string();
         assert_eq!(message.matches(&closed.to_string()).count(), 2, "{message}");
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 
     #[test]
