@@ -343,9 +343,10 @@ where
                 return Poll::Ready(state.trailers.clone().map(|t| Ok(Frame::trailers(t))));
             }
             if state.failed {
-                // An attempt this one replaced read the failure.
+                // Read by an earlier poll, perhaps of an attempt this one
+                // replaced: what follows the kept bytes cannot be had.
                 return Poll::Ready(Some(Err(
-                    "the request body failed while an earlier attempt was reading it".into(),
+                    "the request body failed earlier; the rest of it cannot be sent".into(),
                 )));
             }
             if state.replays_over && !state.chunks.is_empty() {
