@@ -15,7 +15,8 @@ use crate::error::{Delivery, Error, ErrorKind};
 /// It hands HTTP/2 flow-control window back to the server as the consumer
 /// takes each chunk, so a slow reader slows the server down and no more than
 /// a window's worth is ever buffered. Dropping it before its end resets the
-/// stream with CANCEL and frees the stream slot at once.
+/// stream with CANCEL and frees the stream slot at once. Its size hint is
+/// exact when the response has a `content-length`, as with hyper's `Incoming`.
 ///
 /// ```
 /// use http_body_util::BodyExt;
@@ -42,6 +43,8 @@ enum Kind {
         ended: bool,
         // Set when h2 reported our own reset: the body task's error explains it.
         failed: Option<h2::Error>,
+        // What the response's content-length says is left to come.
+        remaining: Option<u64>,
     },
 }
 
@@ -51,7 +54,12 @@ impl Body {
         Body { kind: Kind::Empty }
     }
 
-    pub(crate) fn streaming(recv: h2::RecvStream, guard: StreamGuard) -> Self {
+    /// The body of a response; `content_length` is what its header says.
+    pub(crate) fn streaming(
+        recv: h2::RecvStream,
+        guard: StreamGuard,
+        content_length: Option<u64>,
+    ) -> Self {
         Body {
             kind: Kind::Stream {
                 recv,
@@ -60,6 +68,7 @@ impl Body {
                 looked_for_end: false,
                 ended: false,
                 failed: None,
+                remaining: content_length,
             },
         }
     }
@@ -86,6 +95,7 @@ impl http_body::Body for Body {
             looked_for_end,
             ended,
             failed,
+            remaining,
         } = &mut self.kind
         else {
             return Poll::Ready(None);
@@ -102,6 +112,9 @@ impl http_body::Body for Body {
                 Poll::Ready(Some(Ok(data))) => {
                     // Give the window back now that the consumer has the bytes.
                     let _ = recv.flow_control().release_capacity(data.len());
+                    if let Some(remaining) = remaining {
+                        *remaining = remaining.saturating_sub(data.len() as u64);
+                    }
                     // Most responses fit one DATA frame, which ends the
                     // stream: knowing it now spares the next poll two trips
                     // through h2's lock (for the end of the data, then for
@@ -134,9 +147,15 @@ impl http_body::Body for Body {
         }
     }
 
+    /// Exact when the response has a content-length (h2 fails the body
+    /// if its data disagrees), as hyper's `Incoming` does.
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Empty | Kind::Stream { ended: true, .. } => SizeHint::with_exact(0),
+            Kind::Stream {
+                remaining: Some(remaining),
+                ..
+            } => SizeHint::with_exact(*remaining),
             Kind::Stream { .. } => SizeHint::default(),
         }
     }

@@ -348,7 +348,46 @@ async fn a_head_answer_ends_with_its_headers() {
     let response = pool.oneshot(request).await.expect("a response");
 
     assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-length"],
+        "2",
+        "the length of a GET's body"
+    );
     let mut body = response.into_body();
     assert!(body.is_end_stream(), "no content follows a HEAD answer");
+    assert_eq!(body.size_hint().exact(), Some(0), "not the content-length");
     assert!(body.frame().await.is_none());
+}
+
+#[tokio::test]
+async fn the_body_size_hint_is_what_content_length_says_is_left() {
+    // As hyper's `Incoming`: a proxy relaying the body (or `Limited`)
+    // learns its length before reading it.
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::new();
+    let response = pool
+        .clone()
+        .oneshot(get(server.url("/download/200000")))
+        .await
+        .expect("a response");
+    let mut body = response.into_body();
+    assert_eq!(body.size_hint().exact(), Some(200_000));
+    let mut read = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.expect("a frame");
+        if let Some(data) = frame.data_ref() {
+            read += data.len() as u64;
+            assert_eq!(body.size_hint().exact(), Some(200_000 - read));
+        }
+    }
+    assert_eq!(read, 200_000);
+    assert_eq!(body.size_hint().exact(), Some(0));
+
+    // Without a content-length (a stream of unknown length), no promise.
+    let response = pool
+        .oneshot(get(server.url("/echo")))
+        .await
+        .expect("a response");
+    let hint = response.body().size_hint();
+    assert_eq!((hint.lower(), hint.exact()), (0, None));
 }

@@ -3,7 +3,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::Response;
+use http::header::CONTENT_LENGTH;
+use http::{Response, StatusCode};
 
 use super::stream::StreamGuard;
 use crate::body::Body;
@@ -23,17 +24,25 @@ enum State {
         guard: StreamGuard,
         // Our own reset, parked while the body task tells us why.
         reset: Option<h2::Error>,
+        // False for a HEAD request: its response's content-length is that
+        // of a body it does not carry.
+        body_expected: bool,
     },
     Failed(Option<Error>),
 }
 
 impl ResponseFuture {
-    pub(crate) fn waiting(response: h2::client::ResponseFuture, guard: StreamGuard) -> Self {
+    pub(crate) fn waiting(
+        response: h2::client::ResponseFuture,
+        guard: StreamGuard,
+        body_expected: bool,
+    ) -> Self {
         ResponseFuture {
             state: State::Waiting {
                 response,
                 guard,
                 reset: None,
+                body_expected,
             },
         }
     }
@@ -61,6 +70,7 @@ impl Future for ResponseFuture {
                 response,
                 guard,
                 reset,
+                ..
             } => (response, guard, reset),
         };
         let h2_error = match reset.take() {
@@ -70,12 +80,21 @@ impl Future for ResponseFuture {
                 Poll::Ready(Err(h2_error)) => h2_error,
                 Poll::Ready(Ok(head)) => {
                     guard.answered();
-                    let State::Waiting { guard, .. } =
-                        std::mem::replace(&mut self.state, State::Failed(None))
+                    let State::Waiting {
+                        guard,
+                        body_expected,
+                        ..
+                    } = std::mem::replace(&mut self.state, State::Failed(None))
                     else {
                         unreachable!("state was matched as Waiting above")
                     };
-                    return Poll::Ready(Ok(head.map(|recv| Body::streaming(recv, guard))));
+                    // h2 fails a HEAD response that carries data.
+                    let length = if body_expected {
+                        content_length(&head)
+                    } else {
+                        Some(0)
+                    };
+                    return Poll::Ready(Ok(head.map(|recv| Body::streaming(recv, guard, length))));
                 }
             },
         };
@@ -103,6 +122,26 @@ impl Future for ResponseFuture {
         self.state = State::Failed(None);
         Poll::Ready(Err(error))
     }
+}
+
+/// The body length the response announces, for the body's size hint (as
+/// hyper's `Incoming` gives it). h2 has already refused a stream whose data
+/// disagrees with it, or whose value is not a number. 204 and 304 responses
+/// carry no body whatever the header says.
+fn content_length(response: &Response<h2::RecvStream>) -> Option<u64> {
+    if matches!(
+        response.status(),
+        StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+    ) {
+        return None;
+    }
+    response
+        .headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 impl fmt::Debug for ResponseFuture {

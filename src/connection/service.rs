@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use h2::client::SendRequest;
 use http::header::{HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Method, Request, Response};
 use http_body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower_service::Service;
@@ -353,6 +353,7 @@ where
         let (mut parts, body) = request.into_parts();
         strip_connection_headers(&mut parts.headers);
         let end_of_stream = body.is_end_stream();
+        let body_expected = parts.method != Method::HEAD;
         let head = Request::from_parts(parts, ());
         match self.send.send_request(head, end_of_stream) {
             Ok((response, send_stream)) => {
@@ -371,7 +372,7 @@ where
                 } else {
                     Some(self.runtime.spawn(send_body(body, send_stream)))
                 };
-                ResponseFuture::waiting(response, StreamGuard::new(slot, body_task))
+                ResponseFuture::waiting(response, StreamGuard::new(slot, body_task), body_expected)
             }
             Err(h2_error) => {
                 let user_error =

@@ -734,8 +734,13 @@ fn response_head(connection_id: u64) -> Response<()> {
         .expect("static response head")
 }
 
+/// Text answers say their length (so does a HEAD answer, of the body it
+/// would have had), as most servers do.
 fn send_text(respond: &mut SendResponse<Bytes>, connection_id: u64, head_only: bool, text: &str) {
-    if let Ok(mut stream) = respond.send_response(response_head(connection_id), head_only) {
+    let mut head = response_head(connection_id);
+    head.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, text.len().into());
+    if let Ok(mut stream) = respond.send_response(head, head_only) {
         if !head_only {
             let _ = stream.send_data(Bytes::copy_from_slice(text.as_bytes()), true);
         }
@@ -804,7 +809,10 @@ async fn echo(
 }
 
 async fn download(mut respond: SendResponse<Bytes>, connection_id: u64, total: u64) {
-    let Ok(mut send) = respond.send_response(response_head(connection_id), total == 0) else {
+    let mut head = response_head(connection_id);
+    head.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, total.into());
+    let Ok(mut send) = respond.send_response(head, total == 0) else {
         return;
     };
     let block = Bytes::from(vec![b'x'; 64 * 1024]);
