@@ -18,6 +18,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use http::uri::Authority;
 use http::Uri;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower_service::Service;
@@ -127,9 +128,33 @@ pub(crate) fn host_and_port(uri: &Uri, default_port: u16) -> Result<(&str, u16),
             format!("URI {uri} has no host"),
         )
     })?;
+    // `http` reads a port it cannot parse (`:8o80`, `:84430`) as none: the
+    // default port, someone else's service, would be connected to.
+    if uri
+        .authority()
+        .is_some_and(|authority| !has_valid_port(authority))
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("URI {uri} has a port that is not a number from 0 to 65535"),
+        ));
+    }
     // IPv6 literals come bracketed in URIs; resolvers and TLS want them bare.
     let host = host.trim_start_matches('[').trim_end_matches(']');
     Ok((host, uri.port_u16().unwrap_or(default_port)))
+}
+
+/// Whether `authority` has no port, or one that parses as a port number.
+pub(crate) fn has_valid_port(authority: &Authority) -> bool {
+    let text = authority.as_str();
+    let host_and_port = text.rsplit_once('@').map_or(text, |(_, rest)| rest);
+    match host_and_port.strip_prefix(authority.host()) {
+        Some("") | Some(":") => true,
+        Some(port) => port
+            .strip_prefix(':')
+            .is_some_and(|port| port.parse::<u16>().is_ok()),
+        None => false,
+    }
 }
 
 pub(crate) type BoxedIo = Box<dyn Io>;

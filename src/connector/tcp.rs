@@ -174,9 +174,10 @@ fn with_context(error: io::Error, context: fmt::Arguments<'_>) -> io::Error {
 
 #[cfg(test)]
 mod tests {
-    use super::{connect_to, interleave_families};
+    use super::{connect_to, interleave_families, TcpConnector};
     use std::time::Duration;
     use tokio::net::{TcpListener, TcpSocket, TcpStream};
+    use tower::ServiceExt;
 
     /// A loopback address that takes no more connections and answers no
     /// SYN: its accept queue is full, so the kernel drops them, as a
@@ -262,5 +263,21 @@ mod tests {
             parse(&["127.0.0.1:80", "[::1]:80", "127.0.0.2:80", "127.0.0.3:80"])
         );
         assert!(interleave_families(Vec::new()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_port_that_is_not_a_number_is_refused_not_taken_for_80() {
+        // Used alone, outside the pool (whose origin check refuses these
+        // first), the connector must not connect to the default port.
+        for uri in ["http://127.0.0.1:8o80/", "http://127.0.0.1:84430/"] {
+            let uri: http::Uri = uri.parse().expect("http accepts it");
+            let error = TcpConnector::new()
+                .oneshot(uri.clone())
+                .await
+                .expect_err("refused");
+            let io = error.downcast_ref::<std::io::Error>().expect("an io error");
+            assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput, "{uri}");
+            assert!(error.to_string().contains("not a number"), "{error}");
+        }
     }
 }

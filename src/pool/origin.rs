@@ -23,7 +23,7 @@ use super::stats::OriginStats;
 use crate::connection::{
     lock, Connection, ConnectionHandle, Phase, SlotWait, SlotWaiters, DEFAULT_PEER_MAX_STREAMS,
 };
-use crate::connector::{self, BoxedConnector};
+use crate::connector::{self, has_valid_port, BoxedConnector};
 use crate::drain::DrainLayer;
 use crate::error::{BoxError, Delivery, Error, ErrorKind};
 use crate::readiness::ReadinessLayer;
@@ -996,19 +996,6 @@ impl Drop for UnfinishedConnect {
     }
 }
 
-/// Whether `authority` has no port, or one that parses as a port number.
-fn has_valid_port(authority: &Authority) -> bool {
-    let text = authority.as_str();
-    let host_and_port = text.rsplit_once('@').map_or(text, |(_, rest)| rest);
-    match host_and_port.strip_prefix(authority.host()) {
-        Some("") | Some(":") => true,
-        Some(port) => port
-            .strip_prefix(':')
-            .is_some_and(|port| port.parse::<u16>().is_ok()),
-        None => false,
-    }
-}
-
 /// A waker that does nothing, for a look that must not wait.
 fn noop_waker() -> &'static Waker {
     struct Noop;
@@ -1021,7 +1008,8 @@ fn noop_waker() -> &'static Waker {
 
 #[cfg(test)]
 mod tests {
-    use super::{has_valid_port, more_waiting_than_connects_serve, OriginKey};
+    use super::{more_waiting_than_connects_serve, OriginKey};
+    use crate::connector::has_valid_port;
     use crate::ErrorKind;
 
     #[test]
