@@ -361,6 +361,29 @@ impl Error {
         self
     }
 
+    /// This error, for a stream whose response had begun: the server did
+    /// take the request, so it may have processed it. A REFUSED_STREAM or a
+    /// GOAWAY's last stream id promise the opposite, which no longer holds:
+    /// their kinds (which say "not processed") give way to the plain reset
+    /// or close, so no caller retries a POST on the kind's word.
+    pub(crate) fn after_response_began(mut self) -> Self {
+        let promise = match self.kind {
+            ErrorKind::Refused => {
+                self.kind = ErrorKind::StreamReset;
+                "the server reset the stream with REFUSED_STREAM"
+            }
+            ErrorKind::GoAway => {
+                self.kind = ErrorKind::ConnectionClosed;
+                "the server's GOAWAY ended the stream"
+            }
+            _ => return self.with_delivery(Delivery::MaybeProcessed),
+        };
+        if self.detail.is_none() {
+            self.detail = Some(format!("{promise} after its response had begun").into());
+        }
+        self.with_delivery(Delivery::MaybeProcessed)
+    }
+
     fn describe(&self) -> &'static str {
         match self.kind {
             ErrorKind::InvalidUri => "the request URI cannot be used: it needs a scheme and an authority, such as http://host:port/path",

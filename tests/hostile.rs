@@ -600,3 +600,44 @@ async fn a_server_that_raises_its_stream_limit_from_zero_gets_the_waiting_reques
     assert_eq!(setup.hostile.connections_accepted(), 1);
     setup.assert_healthy_origin_serves().await;
 }
+
+#[tokio::test]
+async fn a_refusal_after_the_response_began_is_a_reset_or_close_that_may_have_been_processed() {
+    // REFUSED_STREAM and a GOAWAY's last stream id promise "not processed";
+    // after the response head that promise is void, and neither the kind
+    // nor the words may repeat it (a caller retrying on `Refused` would run
+    // a POST twice).
+    for goaway in [false, true] {
+        let setup = setup(
+            Pool::builder(),
+            on_request(move |mut conn: RawConnection, stream| async move {
+                conn.send_headers(stream, &hpack(&[(":status", "200")]), false)
+                    .await?;
+                conn.send_data(stream, b"partial", false).await?;
+                if goaway {
+                    conn.send_goaway(0, code::NO_ERROR, b"").await?;
+                } else {
+                    conn.send_rst_stream(stream, code::REFUSED_STREAM).await?;
+                }
+                loop {
+                    conn.next_frame().await?;
+                }
+            }),
+        )
+        .await;
+        let response = setup.request_hostile("/").await.expect("the response head");
+        let error = body_bytes(response).await.expect_err("the body is cut off");
+        eprintln!("goaway {goaway}: {error} / {error:?}");
+        let expected = if goaway {
+            ErrorKind::ConnectionClosed
+        } else {
+            ErrorKind::StreamReset
+        };
+        assert_eq!(error.kind(), expected, "{error:?}");
+        assert_eq!(error.delivery(), Delivery::MaybeProcessed);
+        assert!(!error.is_safe_to_replay());
+        let text = error.to_string();
+        assert!(!text.contains("not process"), "{text}");
+        assert!(text.contains("after its response had begun"), "{text}");
+    }
+}

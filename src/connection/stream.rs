@@ -95,8 +95,7 @@ impl StreamGuard {
         }
         let error = Error::from_h2(h2_error, true);
         if headers_arrived {
-            // The response had begun, so the server did process the request.
-            error.with_delivery(Delivery::MaybeProcessed)
+            error.after_response_began()
         } else {
             error
         }
