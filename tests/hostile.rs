@@ -641,3 +641,54 @@ async fn a_refusal_after_the_response_began_is_a_reset_or_close_that_may_have_be
         assert!(text.contains("after its response had begun"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_stream_limit_lowered_to_zero_mid_connection_holds_new_requests_in_the_pool() {
+    // The server allows no more streams after its first answer. A request
+    // made after that must wait in the pool (where the pending timeout
+    // bounds it), not in h2's queue of streams waiting to open, where
+    // nothing bounds it and no HEADERS ever leave.
+    let acknowledged = Arc::new(tokio::sync::Notify::new());
+    let headers_after_zero = Arc::new(AtomicU64::new(0));
+    let (acked, seen) = (acknowledged.clone(), headers_after_zero.clone());
+    let setup = setup(
+        Pool::builder().pending_timeout(Some(Duration::from_millis(500))),
+        on_request(move |mut conn: RawConnection, stream| {
+            let (acked, seen) = (acked.clone(), seen.clone());
+            async move {
+                conn.respond_ok(stream, b"ok").await?;
+                conn.send_settings(&[(setting::MAX_CONCURRENT_STREAMS, 0)])
+                    .await?;
+                loop {
+                    let frame = conn.read_frame().await?;
+                    if frame.kind == kind::SETTINGS && frame.has_flag(support::raw::flag::ACK) {
+                        acked.notify_one();
+                    } else if frame.kind == kind::HEADERS {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                    }
+                    conn.answer_housekeeping(&frame).await?;
+                }
+            }
+        }),
+    )
+    .await;
+    let response = setup.request_hostile("/").await.expect("the first answer");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    // h2 has applied the new limit once it acknowledges it.
+    tokio::time::timeout(ENDS_WITHIN, acknowledged.notified())
+        .await
+        .expect("the client acknowledges the SETTINGS");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let error = setup.fail_hostile("/second").await;
+    assert_eq!(error.kind(), ErrorKind::PendingTimeout, "{error:?}");
+    assert!(error.is_never_sent());
+    assert!(
+        error
+            .to_string()
+            .contains("SETTINGS_MAX_CONCURRENT_STREAMS 0"),
+        "{error}"
+    );
+    assert_eq!(headers_after_zero.load(Ordering::SeqCst), 0);
+    setup.assert_healthy_origin_serves().await;
+}

@@ -66,14 +66,6 @@ pub struct Connection {
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
-/// How often, in streams, a connection with free slots reads the server's
-/// stream limit again. Reading it takes h2's streams lock, which the
-/// connection task holds while it handles frames; every stream would add a
-/// lock per request. A lowered limit is seen within this many streams (h2
-/// holds any excess as pending-open meanwhile, nothing fails), and a
-/// connection with no free slot reads it at once.
-const PEER_LIMIT_CHECK_INTERVAL: u64 = 32;
-
 impl Connection {
     /// Performs the HTTP/2 handshake over `io` and spawns the task that
     /// drives the connection on the current tokio runtime.
@@ -126,14 +118,14 @@ impl Connection {
             async move {
                 let outcome = std::future::poll_fn(|cx| {
                     let outcome = Pin::new(&mut connection).poll(cx);
-                    // A server that allows no streams may raise the limit
-                    // with a later SETTINGS, which only this task sees
-                    // arrive; the requests waiting for it hear of it here.
-                    // (Reading the limit takes h2's lock: only while it is 0.)
-                    if driver_handle.max_streams() == 0 {
-                        driver_handle
-                            .set_peer_max_streams(connection.max_concurrent_send_streams());
-                    }
+                    // Only this task sees the server's SETTINGS arrive, and
+                    // h2 applies them while it runs: the stream limit is
+                    // read after every turn. A raised limit wakes the
+                    // requests waiting for a slot. A lowered one must stop
+                    // the pool at once: a stream h2 cannot open waits in
+                    // h2's queue, where no pending timeout reaches it and,
+                    // if the server allows none, it would wait forever.
+                    driver_handle.set_peer_max_streams(connection.max_concurrent_send_streams());
                     outcome
                 })
                 .await;
@@ -254,12 +246,6 @@ impl Connection {
         }
     }
 
-    /// Reads the server's SETTINGS_MAX_CONCURRENT_STREAMS as h2 last heard it.
-    fn refresh_peer_max_streams(&self) {
-        self.handle
-            .set_peer_max_streams(self.send.current_max_send_streams());
-    }
-
     fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if self.slot.is_some() || !self.handle.is_open() {
@@ -270,16 +256,11 @@ impl Connection {
             // and registering boxes a `Notified` and locks the `Notify` the
             // whole origin shares, to enter its list and to leave it.
             if self.waiter.is_none() {
-                if self.handle.streams_started() % PEER_LIMIT_CHECK_INTERVAL == 0 {
-                    self.refresh_peer_max_streams();
-                }
                 if let Some(slot) = self.handle.try_reserve() {
                     self.slot = Some(slot);
                     continue;
                 }
             }
-            // No slot free: perhaps the server has raised its limit.
-            self.refresh_peer_max_streams();
             let waiters = self.handle.slot_waiters();
             let waiter = self.waiter.get_or_insert_with(|| waiters.wait());
             // Registered now: look again, so a slot freed since the first
