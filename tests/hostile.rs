@@ -527,10 +527,22 @@ async fn a_server_that_sheds_every_connection_with_goaway_is_reconnected_to_with
     // every connection with GOAWAY (last stream 0) at its first request.
     // Each such connection counts as a failed connect, so reconnects back
     // off instead of running as fast as the server can refuse them.
+    sheds_every_connection_and_is_reconnected_to_with_backoff(true).await;
+}
+
+#[tokio::test]
+async fn a_server_that_sheds_every_connection_without_a_word_is_reconnected_to_with_backoff() {
+    // The same, closing each connection without GOAWAY.
+    sheds_every_connection_and_is_reconnected_to_with_backoff(false).await;
+}
+
+async fn sheds_every_connection_and_is_reconnected_to_with_backoff(goaway: bool) {
     let setup = setup(
         Pool::builder().connect_backoff(Duration::from_millis(50), Duration::from_secs(1)),
-        on_request(|mut conn: RawConnection, _stream| async move {
-            conn.send_goaway(0, code::NO_ERROR, b"overloaded").await?;
+        on_request(move |mut conn: RawConnection, _stream| async move {
+            if goaway {
+                conn.send_goaway(0, code::NO_ERROR, b"overloaded").await?;
+            }
             conn.close().await;
             Ok(())
         }),
@@ -564,8 +576,10 @@ async fn a_server_that_sheds_every_connection_with_goaway_is_reconnected_to_with
         started.elapsed(),
         errors[0]
     );
-    for error in &errors {
-        assert_ne!(error.delivery(), Delivery::MaybeProcessed, "{error:?}");
+    if goaway {
+        for error in &errors {
+            assert_ne!(error.delivery(), Delivery::MaybeProcessed, "{error:?}");
+        }
     }
     // Backoff 50 ms, doubling to 1 s, with jitter: a dozen connects in
     // 1.5 s at most. Without it, each refusal reconnects at once.
@@ -599,47 +613,6 @@ async fn a_server_that_raises_its_stream_limit_from_zero_gets_the_waiting_reques
     eprintln!("answered after {:?}", started.elapsed());
     assert_eq!(setup.hostile.connections_accepted(), 1);
     setup.assert_healthy_origin_serves().await;
-}
-
-#[tokio::test]
-async fn a_refusal_after_the_response_began_is_a_reset_or_close_that_may_have_been_processed() {
-    // REFUSED_STREAM and a GOAWAY's last stream id promise "not processed";
-    // after the response head that promise is void, and neither the kind
-    // nor the words may repeat it (a caller retrying on `Refused` would run
-    // a POST twice).
-    for goaway in [false, true] {
-        let setup = setup(
-            Pool::builder(),
-            on_request(move |mut conn: RawConnection, stream| async move {
-                conn.send_headers(stream, &hpack(&[(":status", "200")]), false)
-                    .await?;
-                conn.send_data(stream, b"partial", false).await?;
-                if goaway {
-                    conn.send_goaway(0, code::NO_ERROR, b"").await?;
-                } else {
-                    conn.send_rst_stream(stream, code::REFUSED_STREAM).await?;
-                }
-                loop {
-                    conn.next_frame().await?;
-                }
-            }),
-        )
-        .await;
-        let response = setup.request_hostile("/").await.expect("the response head");
-        let error = body_bytes(response).await.expect_err("the body is cut off");
-        eprintln!("goaway {goaway}: {error} / {error:?}");
-        let expected = if goaway {
-            ErrorKind::ConnectionClosed
-        } else {
-            ErrorKind::StreamReset
-        };
-        assert_eq!(error.kind(), expected, "{error:?}");
-        assert_eq!(error.delivery(), Delivery::MaybeProcessed);
-        assert!(!error.is_safe_to_replay());
-        let text = error.to_string();
-        assert!(!text.contains("not process"), "{text}");
-        assert!(text.contains("after its response had begun"), "{text}");
-    }
 }
 
 #[tokio::test]
@@ -691,4 +664,100 @@ async fn a_stream_limit_lowered_to_zero_mid_connection_holds_new_requests_in_the
     );
     assert_eq!(headers_after_zero.load(Ordering::SeqCst), 0);
     setup.assert_healthy_origin_serves().await;
+}
+
+#[tokio::test]
+async fn a_refusal_after_the_response_began_is_a_reset_or_close_that_may_have_been_processed() {
+    // REFUSED_STREAM and a GOAWAY's last stream id promise "not processed";
+    // after the response head that promise is void, and neither the kind
+    // nor the words may repeat it (a caller retrying on `Refused` would run
+    // a POST twice).
+    for goaway in [false, true] {
+        let setup = setup(
+            Pool::builder(),
+            on_request(move |mut conn: RawConnection, stream| async move {
+                conn.send_headers(stream, &hpack(&[(":status", "200")]), false)
+                    .await?;
+                conn.send_data(stream, b"partial", false).await?;
+                if goaway {
+                    conn.send_goaway(0, code::NO_ERROR, b"").await?;
+                } else {
+                    conn.send_rst_stream(stream, code::REFUSED_STREAM).await?;
+                }
+                loop {
+                    conn.next_frame().await?;
+                }
+            }),
+        )
+        .await;
+        let response = setup.request_hostile("/").await.expect("the response head");
+        let error = body_bytes(response).await.expect_err("the body is cut off");
+        eprintln!("goaway {goaway}: {error} / {error:?}");
+        let expected = if goaway {
+            ErrorKind::ConnectionClosed
+        } else {
+            ErrorKind::StreamReset
+        };
+        assert_eq!(error.kind(), expected, "{error:?}");
+        assert_eq!(error.delivery(), Delivery::MaybeProcessed);
+        assert!(!error.is_safe_to_replay());
+        let text = error.to_string();
+        assert!(!text.contains("not process"), "{text}");
+        assert!(text.contains("after its response had begun"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_close_without_goaway_is_not_recorded_as_a_graceful_goaway() {
+    // h2 ends the connection the same way after GOAWAY(NO_ERROR) and after
+    // a bare close. Only the first says how many streams the server takes
+    // per connection (what the pool learns its schedule from), and only it
+    // may be reported as a GOAWAY.
+    support::init_tracing();
+    for goaway in [false, true] {
+        let server = RawServer::start(move |mut conn: RawConnection| async move {
+            conn.handshake(&[]).await?;
+            let stream = conn.next_request().await?;
+            conn.respond_ok(stream, b"ok").await?;
+            if goaway {
+                conn.send_goaway(stream, code::NO_ERROR, b"").await?;
+            }
+            conn.close().await;
+            Ok(())
+        })
+        .await;
+        let tcp = tokio::net::TcpStream::connect(server.addr())
+            .await
+            .expect("connect");
+        let connection = h2pool::connection::Connection::handshake(tcp, &Http2Settings::default())
+            .await
+            .expect("handshake");
+        let handle = connection.handle().clone();
+        // Kept, so that the close is the server's doing, not ours.
+        let _kept = connection.clone();
+        let response = connection
+            .oneshot(get(server.url("/")))
+            .await
+            .expect("an answer");
+        assert_eq!(body_bytes(response).await.unwrap(), "ok");
+        let closed = support::eventually(ENDS_WITHIN, || {
+            handle.phase() == h2pool::connection::Phase::Closed
+        })
+        .await;
+        assert!(closed, "the connection closes");
+        let reason = handle.close_reason().expect("a close reason");
+        eprintln!("goaway {goaway}: {reason:?}");
+        if goaway {
+            assert_eq!(reason.kind, ErrorKind::GoAway);
+            assert_eq!(reason.h2_reason, Some(h2::Reason::NO_ERROR));
+        } else {
+            assert_eq!(reason.kind, ErrorKind::ConnectionClosed);
+            assert_eq!(reason.h2_reason, None);
+            assert!(
+                reason.detail.contains("without GOAWAY"),
+                "{}",
+                reason.detail
+            );
+        }
+    }
 }

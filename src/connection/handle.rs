@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     /// Whether any response head arrived: a connection the server ends
     /// before answering anything is a failed connect, for the backoff.
     answered: AtomicBool,
+    /// Whether a GOAWAY frame came in (seen in the bytes read).
+    goaway_received: AtomicBool,
     driver: Mutex<Option<tokio::task::AbortHandle>>,
     close_reason: Mutex<Option<CloseReason>>,
     pub(crate) slot_waiters: Arc<SlotWaiters>,
@@ -128,6 +130,7 @@ impl ConnectionHandle {
                 idle_since_ms: AtomicU64::new(0),
                 heard_from_ms: AtomicU64::new(0),
                 answered: AtomicBool::new(false),
+                goaway_received: AtomicBool::new(false),
                 driver: Mutex::new(None),
                 close_reason: Mutex::new(None),
                 slot_waiters,
@@ -373,6 +376,16 @@ impl ConnectionHandle {
     pub(crate) fn heard_from_server(&self) {
         // Only the connection task writes it; the keep-alive task reads it.
         self.shared.stamp(&self.shared.heard_from_ms);
+    }
+
+    /// Notes that the server sent GOAWAY.
+    pub(crate) fn note_goaway_received(&self) {
+        self.shared.goaway_received.store(true, Ordering::Release);
+    }
+
+    /// Whether the server has sent GOAWAY on this connection.
+    pub(crate) fn goaway_received(&self) -> bool {
+        self.shared.goaway_received.load(Ordering::Acquire)
     }
 
     /// Notes that a response head arrived on the connection.

@@ -130,17 +130,28 @@ impl Connection {
                 })
                 .await;
                 let (kind, detail, h2_reason) = match &outcome {
-                    // h2 ends a client connection cleanly in two cases only:
-                    // every send handle is gone (we closed it), or the server
-                    // sent GOAWAY(NO_ERROR) and then closed. With handles
-                    // left, it was the server, even if no request was polled
-                    // in between to see the GOAWAY: record it, so the pool
-                    // learns how long the server keeps connections.
-                    Ok(()) if senders_alive.strong_count() > 0 => (
-                        ErrorKind::GoAway,
-                        "server sent GOAWAY (NO_ERROR) and closed the connection".to_owned(),
-                        Some(h2::Reason::NO_ERROR),
-                    ),
+                    // h2 ends a client connection cleanly when every send
+                    // handle is gone (we closed it), or when the server
+                    // closed it: after GOAWAY(NO_ERROR), or without a word.
+                    // A GOAWAY is recorded even if no request was polled in
+                    // between to see it, so the pool learns how long the
+                    // server keeps connections; a bare close teaches nothing.
+                    Ok(()) if senders_alive.strong_count() > 0 => {
+                        if driver_handle.goaway_received() {
+                            (
+                                ErrorKind::GoAway,
+                                "server sent GOAWAY (NO_ERROR) and closed the connection"
+                                    .to_owned(),
+                                Some(h2::Reason::NO_ERROR),
+                            )
+                        } else {
+                            (
+                                ErrorKind::ConnectionClosed,
+                                "server closed the connection without GOAWAY".to_owned(),
+                                None,
+                            )
+                        }
+                    }
                     Ok(()) => (ErrorKind::ConnectionClosed, "closed".to_owned(), None),
                     Err(error) if error.is_go_away() && error.is_remote() => (
                         ErrorKind::GoAway,

@@ -684,16 +684,18 @@ impl OriginPool {
     /// stream has ended.
     fn connection_closed(&self, handle: &ConnectionHandle) {
         let mut state = lock(&self.state);
-        let ended_by_goaway = handle
-            .close_reason()
-            .is_some_and(|reason| reason.kind == ErrorKind::GoAway);
+        // With GOAWAY or without a word (a failing connection reports
+        // ConnectionClosed too; so would ours, but we close only unused ones).
+        let ended_by_server = handle.close_reason().is_some_and(|reason| {
+            matches!(reason.kind, ErrorKind::GoAway | ErrorKind::ConnectionClosed)
+        });
         // Requests were sent to it, or are waiting for one: the server
         // turned them away. (An unused spare the server retires is not a
         // failure.)
         let wanted = handle.highest_stream_id() > 0 || state.waiting > 0;
         if handle.has_answered() {
             state.refused_connections_in_a_row = 0;
-        } else if ended_by_goaway && wanted {
+        } else if ended_by_server && wanted {
             let refused = state.refused_connections_in_a_row.saturating_add(1);
             state.refused_connections_in_a_row = refused;
             let backoff = self.back_off(&mut state, refused);
@@ -701,7 +703,7 @@ impl OriginPool {
                 origin = %self.key,
                 connection = handle.id(),
                 ?backoff,
-                "the server sent GOAWAY before answering any request; backing off before the next connect"
+                "the server ended the connection before answering any request; backing off before the next connect"
             );
         }
         let Some(taken) = handle.streams_taken_before_goaway() else {
