@@ -332,10 +332,15 @@ impl Error {
     ///
     /// Services of this crate return the request they were given when it was
     /// never sent, so it can be sent again as it is, one-shot body included.
-    /// One case carries nothing: a connection that failed in the instant
-    /// between `poll_ready` and `call`, after h2 had taken the request head
-    /// (the [`replay`](crate::replay) layer, on by default, sends such a
-    /// request again from its own copy).
+    ///
+    /// - Two cases carry nothing: a connection that failed in the instant
+    ///   between `poll_ready` and `call`, after h2 had taken the request head
+    ///   (the [`replay`](crate::replay) layer, on by default, sends such a
+    ///   request again from its own copy); and a head h2 would not encode
+    ///   ([`ErrorKind::InvalidRequest`], which no retry mends).
+    /// - Under a [`connection_layer`](crate::Builder::connection_layer),
+    ///   the pool's request comes back with its body boxed for the layer:
+    ///   take it as `Request<`[`RequestBody`](crate::pool::RequestBody)`>`.
     pub fn take_request<T: 'static>(&mut self) -> Option<T> {
         let slot = self.returned.take()?;
         let boxed = match slot.into_inner() {

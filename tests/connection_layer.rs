@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use h2pool::connection::HasHandle;
 use h2pool::pool::{LayeredConnection, RequestBody};
 use h2pool::{ErrorKind, Pool};
 use http::Request;
@@ -158,4 +159,58 @@ async fn a_layer_that_fails_readiness_fails_the_request_at_once_with_its_error()
     );
     let source = std::error::Error::source(&error).expect("the layer's error");
     assert_eq!(source.to_string(), "closed for maintenance");
+}
+
+/// A per-connection layer that closes its connection as a request arrives.
+#[derive(Clone)]
+struct ClosingLayer;
+
+impl Layer<LayeredConnection> for ClosingLayer {
+    type Service = Closing;
+
+    fn layer(&self, connection: LayeredConnection) -> Closing {
+        Closing(connection)
+    }
+}
+
+#[derive(Clone)]
+struct Closing(LayeredConnection);
+
+impl tower::Service<Request<RequestBody>> for Closing {
+    type Response = <LayeredConnection as tower::Service<Request<RequestBody>>>::Response;
+    type Error = <LayeredConnection as tower::Service<Request<RequestBody>>>::Error;
+    type Future = <LayeredConnection as tower::Service<Request<RequestBody>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<Request<RequestBody>>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
+        self.0
+            .handle()
+            .mark_closed(ErrorKind::ConnectionClosed, "closed by the test's layer");
+        self.0.call(request)
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_never_left_comes_back_with_its_body_boxed_for_the_layer() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let pool = Pool::builder()
+        .connection_layer(ClosingLayer)
+        .replay(None)
+        .build();
+    let mut error = pool
+        .oneshot(get(server.url("/")))
+        .await
+        .expect_err("the layer closed the connection");
+    assert!(error.is_never_sent(), "{error:?}");
+    let request = error
+        .take_request::<Request<RequestBody>>()
+        .expect("the request, its body boxed");
+    assert_eq!(request.uri().path(), "/");
+    assert_eq!(server.counters().requests.load(Ordering::SeqCst), 0);
 }

@@ -238,7 +238,8 @@ impl Builder {
     /// [readiness](crate::readiness) and [drain](crate::drain) layers: for
     /// per-connection limits, metrics or tracing. Request bodies reach it as
     /// [`RequestBody`], their type erased (one allocation per request, only
-    /// when a layer is set). The pool still picks connections by their
+    /// when a layer is set); a request that never left the client comes
+    /// back in its error as `Request<RequestBody>`. The pool still picks connections by their
     /// stream slots, and calls the layer's `poll_ready` right before
     /// dispatch; an error the layer makes itself reaches the caller as
     /// [`ErrorKind::ConnectionLayer`](crate::ErrorKind::ConnectionLayer). To
