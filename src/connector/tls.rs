@@ -33,8 +33,8 @@ const ALPN_H2: &[u8] = b"h2";
 /// with [`ErrorKind::Handshake`](crate::ErrorKind::Handshake); a certificate
 /// that is expired, not valid for the host or not signed by a trusted root
 /// fails it with [`ErrorKind::Connect`](crate::ErrorKind::Connect). Either
-/// way the error's detail names the cause and its source is the
-/// [`rustls::Error`].
+/// way the error's detail names the cause, and its source is the
+/// [`rustls::Error`] when there is one.
 ///
 /// With the `rustls` feature this is the connector of
 /// [`Pool::new`](crate::Pool::new), trusting the system's root certificates.
@@ -372,6 +372,8 @@ enum Cause {
     CertificateRejected,
     AlpnRejected,
     AlpnNotH2(Option<String>),
+    /// The server chose a protocol that was not offered (only h2 was).
+    AlpnUnoffered,
     AlertReceived(AlertDescription),
     Handshake,
     Io,
@@ -412,7 +414,7 @@ impl TlsError {
             rustls::Error::AlertReceived(AlertDescription::NoApplicationProtocol)
             | rustls::Error::NoApplicationProtocol => Cause::AlpnRejected,
             rustls::Error::PeerMisbehaved(PeerMisbehaved::SelectedUnofferedApplicationProtocol) => {
-                Cause::AlpnNotH2(None)
+                Cause::AlpnUnoffered
             }
             rustls::Error::AlertReceived(alert) => Cause::AlertReceived(*alert),
             _ => Cause::Handshake,
@@ -423,7 +425,10 @@ impl TlsError {
     /// Returns true if the server does not speak HTTP/2 over TLS: it picked
     /// another protocol, or none, in ALPN.
     pub fn is_alpn(&self) -> bool {
-        matches!(self.cause, Cause::AlpnRejected | Cause::AlpnNotH2(_))
+        matches!(
+            self.cause,
+            Cause::AlpnRejected | Cause::AlpnNotH2(_) | Cause::AlpnUnoffered
+        )
     }
 
     /// Returns true if the server's certificate was not accepted: expired,
@@ -479,6 +484,10 @@ impl fmt::Display for TlsError {
             ),
             Cause::AlpnNotH2(None) => f.write_str(
                 "ALPN: the server chose no protocol, not h2; it does not speak HTTP/2 over TLS",
+            ),
+            Cause::AlpnUnoffered => f.write_str(
+                "ALPN: the server chose a protocol other than h2, the only one offered; \
+                 it does not speak HTTP/2 over TLS",
             ),
             Cause::AlertReceived(alert) => {
                 write!(f, "the server aborted the handshake with alert {alert:?}")

@@ -155,8 +155,11 @@ impl Builder {
         self
     }
 
-    /// How many requests may wait for a stream slot per origin before more
-    /// fail at once with [`ErrorKind::PendingLimit`](crate::ErrorKind::PendingLimit).
+    /// How many requests to the keyed [`Pool`] may wait for a stream slot per
+    /// origin before more fail at once with
+    /// [`ErrorKind::PendingLimit`](crate::ErrorKind::PendingLimit). (An
+    /// [`OriginService`](crate::OriginService) waits in `poll_ready`, which
+    /// the caller bounds, as tower's `Buffer` or `ConcurrencyLimit` do.)
     /// Zero is taken as one: a request waits while the first connection
     /// opens, so with none allowed to wait no connection would ever open.
     /// Default 1024.
@@ -221,13 +224,15 @@ impl Builder {
         self
     }
 
-    /// Waits after failed connects to an origin: `initial` after the first,
-    /// doubling per failure up to `max` (raised to `initial` if below it),
-    /// each with jitter. Default 100 ms doubling to 10 s.
+    /// Waits after failed connects to an origin: up to `initial` after the
+    /// first, doubling per failure up to `max` (raised to `initial` if below
+    /// it); each wait is drawn at random from the upper half of its bound,
+    /// so clients that failed together do not retry together. Default
+    /// 100 ms doubling to 10 s.
     ///
-    /// A connection the server ends with GOAWAY before answering any
-    /// request (an overloaded server shedding load) counts as a failed
-    /// connect too, until a connection answers.
+    /// A connection the server ends (with GOAWAY or without) before
+    /// answering any request, as an overloaded server shedding load does,
+    /// counts as a failed connect too, until a connection answers.
     pub fn connect_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.config.connect_backoff = initial;
         self.config.max_connect_backoff = max.max(initial);

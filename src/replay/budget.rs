@@ -68,8 +68,8 @@ impl RecentRequestsBudget {
     /// `ttl` (0.2 is 20%), plus `min_per_sec` replays a second over it.
     ///
     /// A `ttl` below 10 ms is taken as 10 ms; a negative or NaN
-    /// `retry_percent` as 0, and one above 1000 (ten replays a request,
-    /// tower's cap) as 1000.
+    /// `retry_percent` as 0, and one above 1000 (a thousand replays a
+    /// request, tower's cap) as 1000.
     pub fn new(ttl: Duration, min_per_sec: u32, retry_percent: f32) -> Self {
         let ttl = ttl.max(Duration::from_millis(SLOTS as u64));
         let slot_millis = u64::try_from(ttl.as_millis() / SLOTS as u128).unwrap_or(u64::MAX);
