@@ -308,13 +308,20 @@ impl Error {
         )
     }
 
-    /// Returns true for the pool's own time limits (connect timeout, pending
-    /// timeout, keep-alive).
+    /// Returns true for the pool's own time limits (connect timeout,
+    /// handshake timeout, pending timeout, keep-alive).
     pub fn is_timeout(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::ConnectTimeout | ErrorKind::PendingTimeout | ErrorKind::KeepAliveTimeout
-        )
+        match self.kind {
+            ErrorKind::ConnectTimeout | ErrorKind::PendingTimeout | ErrorKind::KeepAliveTimeout => {
+                true
+            }
+            // A handshake fails for other reasons too; its timeout's source says so.
+            ErrorKind::Handshake => self
+                .source
+                .as_ref()
+                .is_some_and(|source| source.as_dyn().is::<tokio::time::error::Elapsed>()),
+            _ => false,
+        }
     }
 
     /// The HTTP/2 error code, if the failure was a reset or GOAWAY.

@@ -391,6 +391,10 @@ async fn a_server_that_never_sends_settings_fails_the_handshake_at_its_timeout()
     let error = setup.fail_hostile("/").await;
     assert_eq!(error.kind(), ErrorKind::Handshake, "{error:?}");
     assert!(error.is_never_sent());
+    assert!(
+        error.is_timeout(),
+        "the handshake timeout is one of the pool's"
+    );
     assert!(error.to_string().contains("no SETTINGS"), "{error}");
     setup.assert_healthy_origin_serves().await;
 }

@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use h2pool::Pool;
+use h2pool::{ErrorKind, Pool};
 use http_body_util::Empty;
 use support::{body_bytes, get, ServerConfig, TestServer};
 use tower::{Service, ServiceExt};
@@ -483,4 +483,25 @@ async fn an_origin_service_points_a_request_for_another_origin_at_its_own() {
     let authority = format!(":authority: {}", server.addr());
     assert!(seen.lines().any(|line| line == authority), "{seen}");
     assert!(seen.lines().any(|line| line == ":scheme: http"), "{seen}");
+}
+
+#[tokio::test]
+async fn an_origin_services_failed_connect_counts_as_a_request_and_an_error() {
+    // As the keyed pool counts them: stats never show more errors than
+    // requests.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = listener.local_addr().expect("its address");
+    drop(listener);
+    let pool = Pool::new();
+    let origin = pool
+        .origin(format!("http://{addr}").parse().expect("a URI"))
+        .expect("an origin");
+    let error = origin
+        .oneshot(get(format!("http://{addr}/")))
+        .await
+        .expect_err("nothing listens");
+    assert_eq!(error.kind(), ErrorKind::Connect, "{error:?}");
+    let stats = pool.stats().total();
+    assert_eq!(stats.errors_of(ErrorKind::Connect), 1);
+    assert_eq!(stats.requests, 1);
 }

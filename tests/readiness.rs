@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use h2pool::connection::{HasHandle, Phase};
 use h2pool::connector::TcpConnector;
-use h2pool::readiness::{KeepAlive, ReadinessLayer};
+use h2pool::readiness::{KeepAlive, Readiness, ReadinessLayer};
 use h2pool::{ErrorKind, Pool};
 use support::{body_bytes, get, ServerConfig, TestServer};
 use tower::{Layer, ServiceExt};
@@ -174,9 +174,60 @@ async fn readiness_layer_on_its_own_rejects_dispatch_after_goaway_and_hands_the_
             }
         }
     }
-    let error = last.expect("dispatch stops once the GOAWAY is in");
+    let mut error = last.expect("dispatch stops once the GOAWAY is in");
     assert!(error.is_never_sent(), "{error:?}");
+    let request = error
+        .take_request::<http::Request<http_body_util::Empty<bytes::Bytes>>>()
+        .expect("the request is handed back");
+    assert_eq!(request.uri().path(), "/");
     assert_ne!(service.handle().phase(), Phase::Open);
+}
+
+/// A connection's service that never has a slot: `poll_ready` is Pending.
+#[derive(Clone)]
+struct NeverReady(h2pool::connection::ConnectionHandle);
+
+impl HasHandle for NeverReady {
+    fn handle(&self) -> &h2pool::connection::ConnectionHandle {
+        &self.0
+    }
+}
+
+impl tower::Service<()> for NeverReady {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<(), std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Pending
+    }
+
+    fn call(&mut self, _request: ()) -> Self::Future {
+        std::future::ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn readiness_is_ready_at_once_for_a_connection_that_is_no_longer_open() {
+    // Whatever the service below says: a request must not wait for a slot
+    // on a connection that will never give one, but reach its `call`,
+    // which turns it away as never sent.
+    let server = TestServer::start(ServerConfig::default()).await;
+    let connection = support::bare_connection(&server).await;
+    let mut service = Readiness::new(NeverReady(connection.handle().clone()));
+    let waker = futures_util::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(tower::Service::poll_ready(&mut service, &mut cx).is_pending());
+    connection
+        .handle()
+        .start_draining(ErrorKind::GoAway, "the test drains it");
+    assert!(matches!(
+        tower::Service::poll_ready(&mut service, &mut cx),
+        std::task::Poll::Ready(Ok(()))
+    ));
 }
 
 #[tokio::test]

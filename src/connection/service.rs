@@ -107,7 +107,7 @@ impl Connection {
                         Error::new(ErrorKind::Handshake, Delivery::NeverSent).with_source(h2_error)
                     )
                 }
-                Err(_) => return Err(handshake_timed_out()),
+                Err(elapsed) => return Err(handshake_timed_out(elapsed)),
             };
         let ping_pong = connection.ping_pong();
 
@@ -187,9 +187,9 @@ impl Connection {
                         Error::new(ErrorKind::Handshake, Delivery::NeverSent).with_source(h2_error)
                     );
                 }
-                Err(_) => {
+                Err(elapsed) => {
                     handle.mark_closed(ErrorKind::Handshake, "handshake timed out");
-                    return Err(handshake_timed_out());
+                    return Err(handshake_timed_out(elapsed));
                 }
             }
             *super::handle::lock(&handle.shared.ping_pong) = Some(ping_pong);
@@ -396,9 +396,10 @@ fn not_open_error(handle: &ConnectionHandle) -> Error {
     }
 }
 
-fn handshake_timed_out() -> Error {
+fn handshake_timed_out(elapsed: tokio::time::error::Elapsed) -> Error {
     Error::new(ErrorKind::Handshake, Delivery::NeverSent)
         .with_detail("no SETTINGS from the server within the handshake timeout")
+        .with_source(elapsed)
 }
 
 /// HTTP/2 forbids connection-specific headers (RFC 9113 section 8.2.2); a

@@ -153,6 +153,8 @@ impl OriginDispatch {
             None => (None, None),
         };
         if let Some(error) = failed {
+            // An attempt that failed, as the keyed pool counts one.
+            self.origin.record_request();
             self.origin.record_error(error.kind());
             return DispatchFuture::failed(error.with_request(request));
         }
