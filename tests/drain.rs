@@ -2,7 +2,8 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use h2::Reason;
@@ -13,7 +14,11 @@ use support::{body_bytes, get, get_with_id, ServerConfig, TestServer};
 use tower::{Layer, ServiceExt};
 
 #[tokio::test]
-async fn goaway_in_the_middle_of_64_streams_lets_accepted_ones_finish_and_marks_the_rest_refused() {
+async fn a_graceful_goaway_in_the_middle_of_64_streams_fails_none() {
+    // h2's graceful shutdown is the two-step GOAWAY: 2^31-1 first, then,
+    // after a PING round trip, the real last stream id. Every stream sent
+    // before the first is within the second, so none may fail; the
+    // streams after it go to a new connection.
     support::init_tracing();
     let server = TestServer::start(ServerConfig {
         handler_delay: Duration::from_millis(300),
@@ -41,32 +46,13 @@ async fn goaway_in_the_middle_of_64_streams_lets_accepted_ones_finish_and_marks_
                     >= 16)
                 .await
             );
-            // h2's graceful shutdown is the two-step GOAWAY: 2^31-1 first,
-            // then, after a PING round trip, the real last stream id.
             server.goaway_all();
         }
     }
-    let mut refused = 0;
     for (i, task) in tasks.into_iter().enumerate() {
-        match task.await.expect("task") {
-            Ok(()) => assert_eq!(server.times_processed(&format!("r{i}")), 1),
-            Err(error) => {
-                assert_eq!(
-                    error.delivery(),
-                    Delivery::Refused,
-                    "only refusals may fail: {error:?}"
-                );
-                assert_ne!(error.delivery(), Delivery::MaybeProcessed);
-                assert_eq!(
-                    server.times_processed(&format!("r{i}")),
-                    0,
-                    "a refused request was not processed"
-                );
-                refused += 1;
-            }
-        }
+        task.await.expect("task").expect("no stream fails");
+        assert_eq!(server.times_processed(&format!("r{i}")), 1);
     }
-    eprintln!("{refused} of 64 refused by the GOAWAY");
 
     // Requests after the GOAWAY go to a new connection.
     let response = pool
@@ -372,4 +358,71 @@ async fn a_connection_the_pool_retires_closes_once_its_streams_end() {
         stats.connections_draining,
         server.counters().connections_active.load(Ordering::SeqCst)
     );
+}
+
+#[tokio::test]
+async fn a_goaway_lets_streams_up_to_its_last_id_finish_and_refuses_the_rest_unprocessed() {
+    // Eight requests on one connection; the server takes the first four
+    // (streams 1 to 7) and sends GOAWAY with last stream id 7. The other
+    // four were not processed: each fails as refused (safe to send again
+    // whatever its method), and the server never answers them.
+    use support::raw::{code, RawConnection, RawServer};
+    support::init_tracing();
+    const SENT: usize = 8;
+    const TAKEN: u32 = 4;
+    let connections = Arc::new(AtomicUsize::new(0));
+    let server = RawServer::start(move |mut conn: RawConnection| {
+        let first = connections.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            conn.handshake(&[]).await?;
+            if !first {
+                return conn.serve_ok().await;
+            }
+            let mut streams = Vec::new();
+            while streams.len() < SENT {
+                streams.push(conn.next_request().await?);
+            }
+            streams.sort_unstable();
+            let last_taken = streams[TAKEN as usize - 1];
+            conn.send_goaway(last_taken, code::NO_ERROR, b"").await?;
+            for stream in streams.into_iter().filter(|stream| *stream <= last_taken) {
+                conn.respond_ok(stream, b"ok").await?;
+            }
+            loop {
+                conn.next_frame().await?;
+            }
+        }
+    })
+    .await;
+    let pool = Pool::builder().replay(None).build();
+    let outcomes = futures_util::future::join_all((0..SENT).map(|_| {
+        let pool = pool.clone();
+        let url = server.url("/");
+        async move {
+            match pool.oneshot(get(url)).await {
+                Ok(response) => body_bytes(response).await.map(|_| ()),
+                Err(error) => Err(error),
+            }
+        }
+    }))
+    .await;
+    let mut refused = 0;
+    for outcome in outcomes {
+        if let Err(error) = outcome {
+            assert_eq!(error.kind(), ErrorKind::GoAway, "{error:?}");
+            assert_eq!(error.delivery(), Delivery::Refused, "{error:?}");
+            assert!(error.is_safe_to_replay());
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, SENT - TAKEN as usize);
+    assert_eq!(server.connections_accepted(), 1);
+
+    // The next request goes to a new connection.
+    let response = pool
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("a new connection");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    assert_eq!(server.connections_accepted(), 2);
 }
