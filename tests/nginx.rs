@@ -33,20 +33,25 @@ async fn twenty_thousand_gets_through_nginx_with_keepalive_requests_50_fail_none
     assert!(pool.stats().total().connections_opened >= 20_000 / 50);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_reload_in_the_middle_of_a_load_fails_no_request() {
-    let nginx = Nginx::start("http2_max_concurrent_streams 64;");
+    // keepalive_requests so high that only a reload ends a connection: each
+    // reload must move the load to a new one.
+    let nginx = Nginx::start("http2_max_concurrent_streams 64;\n    keepalive_requests 10000000;");
     let pool = Pool::new();
     let url = nginx.url("/");
     let running = {
         let pool = pool.clone();
         let url = url.clone();
-        tokio::spawn(async move { load(&pool, &url, 20_000, 32, |_| {}).await })
+        tokio::spawn(async move { load(&pool, &url, 120_000, 32, |_| {}).await })
     };
     // Reload twice while the load runs: the old workers drain with GOAWAY.
-    for _ in 0..2 {
+    const RELOADS: u64 = 2;
+    for _ in 0..RELOADS {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        nginx.reload();
+        assert!(!running.is_finished(), "the load outlasts the reloads");
+        // `nginx -s reload` waits for the signal to be sent: off the runtime.
+        tokio::task::block_in_place(|| nginx.reload());
     }
     let failures = running.await.expect("load task");
     assert_no_failures(
@@ -55,8 +60,9 @@ async fn nginx_reload_in_the_middle_of_a_load_fails_no_request() {
         &failures,
         &nginx.error_log(),
     );
+    let opened = pool.stats().total().connections_opened;
     assert!(
-        pool.stats().total().connections_opened >= 2,
-        "the reload moved the load to new workers"
+        opened > RELOADS,
+        "each reload moved the load to a new connection: {opened} opened"
     );
 }
