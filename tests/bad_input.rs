@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use h2pool::connection::Http2Settings;
 use h2pool::{Builder, ErrorKind, Pool};
 use http_body_util::Full;
 use proptest::prelude::*;
+use support::raw::{setting, RawConnection, RawServer};
 use support::{body_bytes, get, ServerConfig, TestServer};
 use tower::ServiceExt;
 
@@ -126,6 +128,26 @@ async fn zero_windows_are_clamped_to_one_byte_and_still_deliver() {
             .initial_connection_window_size(0),
     )
     .await;
+    // What the server is told: a stream window of one byte.
+    let announced = Arc::new(Mutex::new(None));
+    let seen = announced.clone();
+    let server = RawServer::start(move |mut conn: RawConnection| {
+        let seen = seen.clone();
+        async move {
+            conn.handshake(&[]).await?;
+            *seen.lock().expect("lock") = conn.client_setting(setting::INITIAL_WINDOW_SIZE);
+            // No body: one byte of window is too small for "ok".
+            let stream = conn.next_request().await?;
+            conn.respond_ok(stream, b"").await?;
+            loop {
+                conn.next_frame().await?;
+            }
+        }
+    })
+    .await;
+    let pool = Pool::builder().initial_stream_window_size(0).build();
+    assert_eq!(send(&pool, get(server.url("/"))).await.expect("served"), "");
+    assert_eq!(*announced.lock().expect("lock"), Some(1));
 }
 
 #[tokio::test]
@@ -199,34 +221,35 @@ async fn zero_pending_requests_is_taken_as_one_so_the_first_connect_can_happen()
 
 #[tokio::test]
 async fn zero_connect_and_handshake_timeouts_act_as_very_short_ones() {
-    // A zero timeout still lets a connect or handshake that completes at
-    // once (as on loopback it may) succeed; otherwise it is a timeout error.
-    let server = TestServer::start(ServerConfig::default()).await;
-    let settings = Http2Settings::default().handshake_timeout(Duration::ZERO);
+    // Zero is no "no limit": a connect that does not complete at once
+    // times out, and so does a handshake.
+    let never_connects = tower::service_fn(|_uri: http::Uri| {
+        std::future::pending::<Result<tokio::net::TcpStream, h2pool::BoxError>>()
+    });
     let pool = Pool::builder()
+        .connector(never_connects)
         .connect_timeout(Duration::ZERO)
-        .http2(settings)
         .build();
-    for _ in 0..20 {
-        match send(&pool, get(server.url("/"))).await {
-            Ok(body) => assert_eq!(body, "ok"),
-            Err(error) => {
-                assert!(
-                    matches!(
-                        error.kind(),
-                        ErrorKind::ConnectTimeout | ErrorKind::Handshake
-                    ),
-                    "{error:?}"
-                );
-                assert!(error.is_never_sent());
-                assert!(
-                    error.to_string().contains("timed out")
-                        || error.to_string().contains("timeout"),
-                    "{error}"
-                );
-            }
-        }
-    }
+    let error = send(&pool, get("http://127.0.0.1:1/".to_owned()))
+        .await
+        .expect_err("the connect never completes");
+    assert_eq!(error.kind(), ErrorKind::ConnectTimeout, "{error:?}");
+    assert!(error.is_never_sent() && error.is_timeout());
+
+    // A server that says nothing: its SETTINGS never come.
+    let silent = RawServer::start(|conn: RawConnection| async move {
+        conn.into_parts().0.discard_all().await;
+        Ok(())
+    })
+    .await;
+    let pool = Pool::builder()
+        .http2(Http2Settings::default().handshake_timeout(Duration::ZERO))
+        .build();
+    let error = send(&pool, get(silent.url("/")))
+        .await
+        .expect_err("no SETTINGS come");
+    assert_eq!(error.kind(), ErrorKind::Handshake, "{error:?}");
+    assert!(error.is_never_sent() && error.is_timeout());
 }
 
 #[tokio::test]
