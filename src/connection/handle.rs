@@ -78,6 +78,9 @@ pub(crate) struct Shared {
     answered: AtomicBool,
     /// Whether a GOAWAY frame came in (seen in the bytes read).
     goaway_received: AtomicBool,
+    /// Whether h2 has applied a SETTINGS from the server that the
+    /// connection's task has not read the stream limit since.
+    settings_applied: AtomicBool,
     driver: Mutex<Option<tokio::task::AbortHandle>>,
     close_reason: Mutex<Option<CloseReason>>,
     pub(crate) slot_waiters: Arc<SlotWaiters>,
@@ -131,6 +134,7 @@ impl ConnectionHandle {
                 heard_from_ms: AtomicU64::new(0),
                 answered: AtomicBool::new(false),
                 goaway_received: AtomicBool::new(false),
+                settings_applied: AtomicBool::new(false),
                 driver: Mutex::new(None),
                 close_reason: Mutex::new(None),
                 slot_waiters,
@@ -386,6 +390,18 @@ impl ConnectionHandle {
     /// Whether the server has sent GOAWAY on this connection.
     pub(crate) fn goaway_received(&self) -> bool {
         self.shared.goaway_received.load(Ordering::Acquire)
+    }
+
+    /// Notes that h2 has applied a SETTINGS from the server.
+    pub(crate) fn note_settings_applied(&self) {
+        self.shared.settings_applied.store(true, Ordering::Release);
+    }
+
+    /// Whether h2 has applied a SETTINGS since the last call (which clears it).
+    pub(crate) fn take_settings_applied(&self) -> bool {
+        // A plain read first: this runs on every turn of the connection task.
+        self.shared.settings_applied.load(Ordering::Acquire)
+            && self.shared.settings_applied.swap(false, Ordering::AcqRel)
     }
 
     /// Notes that a response head arrived on the connection.

@@ -15,15 +15,22 @@ pin_project! {
     /// alive (a PONG, a SETTINGS, a response on any stream), and one note per
     /// read rather than per frame keeps the clock off each request's path.
     ///
-    /// It also follows the server's frame headers, to note a GOAWAY: h2 ends
-    /// a connection the same way after GOAWAY(NO_ERROR) and after a bare
-    /// close, and only the first is a graceful end that says how many
-    /// streams the server takes per connection.
+    /// It also follows the server's frame headers (not their payloads), for
+    /// two frames h2 does not report:
+    /// - GOAWAY: h2 ends a connection the same way after GOAWAY(NO_ERROR)
+    ///   and after a bare close, and only the first is a graceful end that
+    ///   says how many streams the server takes per connection.
+    /// - SETTINGS: the server's stream limit may have changed. h2 applies
+    ///   a SETTINGS before it decodes another frame, so by the next read
+    ///   it has: the connection's task then reads the limit (under h2's
+    ///   lock, which it need not take on every turn).
     pub(crate) struct Watched<IO> {
         #[pin]
         io: IO,
         handle: ConnectionHandle,
         frames: FrameHeaders,
+        // A SETTINGS came in with the last bytes read.
+        settings_read: bool,
     }
 }
 
@@ -33,14 +40,24 @@ impl<IO> Watched<IO> {
             io,
             handle,
             frames: FrameHeaders::default(),
+            settings_read: false,
         }
     }
 }
 
-/// HTTP/2 frame type of GOAWAY (RFC 9113, section 6.8).
+/// HTTP/2 frame types (RFC 9113, section 6) and the ACK flag.
+const SETTINGS: u8 = 0x4;
 const GOAWAY: u8 = 0x7;
+const ACK: u8 = 0x1;
 /// Every frame starts with a 9-byte header (RFC 9113, section 4.1).
 const FRAME_HEADER_LEN: usize = 9;
+
+/// The frames of interest that a run of bytes held.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    goaway: bool,
+    settings: bool,
+}
 
 /// Where the byte stream from the server is among its frames: a frame
 /// header cut across reads is put together here, and a payload skipped.
@@ -52,31 +69,40 @@ struct FrameHeaders {
 }
 
 impl FrameHeaders {
-    /// Follows `bytes`, the next ones read; returns whether a GOAWAY frame
-    /// header was among them. (A server breaking the framing is h2's to
-    /// catch; this only ever misses a GOAWAY then.)
-    fn saw_goaway(&mut self, mut bytes: &[u8]) -> bool {
-        let mut goaway = false;
-        while !bytes.is_empty() {
-            if self.payload_left > 0 {
-                let skipped = self.payload_left.min(bytes.len());
-                self.payload_left -= skipped;
-                bytes = &bytes[skipped..];
-                continue;
+    /// Follows `bytes`, the next ones read. (A server breaking the framing
+    /// is h2's to catch; this may only miss a frame then.)
+    fn follow(&mut self, mut bytes: &[u8]) -> Seen {
+        let mut seen = Seen::default();
+        loop {
+            if self.payload_left >= bytes.len() {
+                self.payload_left -= bytes.len();
+                return seen;
             }
-            let taken = (FRAME_HEADER_LEN - self.header_filled).min(bytes.len());
-            let (head, rest) = bytes.split_at(taken);
-            self.header[self.header_filled..self.header_filled + taken].copy_from_slice(head);
-            self.header_filled += taken;
-            bytes = rest;
-            if self.header_filled == FRAME_HEADER_LEN {
+            bytes = &bytes[self.payload_left..];
+            self.payload_left = 0;
+            let header = if self.header_filled == 0 && bytes.len() >= FRAME_HEADER_LEN {
+                // Most headers arrive whole: read them in place.
+                let (header, rest) = bytes.split_at(FRAME_HEADER_LEN);
+                bytes = rest;
+                header
+            } else {
+                let taken = (FRAME_HEADER_LEN - self.header_filled).min(bytes.len());
+                let (part, rest) = bytes.split_at(taken);
+                self.header[self.header_filled..self.header_filled + taken].copy_from_slice(part);
+                self.header_filled += taken;
+                bytes = rest;
+                if self.header_filled < FRAME_HEADER_LEN {
+                    return seen;
+                }
                 self.header_filled = 0;
-                let [a, b, c, kind, ..] = self.header;
+                &self.header[..]
+            };
+            if let [a, b, c, kind, flags, ..] = *header {
                 self.payload_left = u32::from_be_bytes([0, a, b, c]) as usize;
-                goaway |= kind == GOAWAY;
+                seen.goaway |= kind == GOAWAY;
+                seen.settings |= kind == SETTINGS && flags & ACK == 0;
             }
         }
-        goaway
     }
 }
 
@@ -87,13 +113,19 @@ impl<IO: AsyncRead> AsyncRead for Watched<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        if std::mem::take(this.settings_read) {
+            // h2 reads again only once it has applied what it read before.
+            this.handle.note_settings_applied();
+        }
         let before = buf.filled().len();
         let polled = this.io.poll_read(cx, buf);
         if let Some(read) = buf.filled().get(before..).filter(|read| !read.is_empty()) {
             this.handle.heard_from_server();
-            if this.frames.saw_goaway(read) {
+            let seen = this.frames.follow(read);
+            if seen.goaway {
                 this.handle.note_goaway_received();
             }
+            *this.settings_read = seen.settings;
         }
         polled
     }
@@ -131,42 +163,61 @@ impl<IO: AsyncWrite> AsyncWrite for Watched<IO> {
 
 #[cfg(test)]
 mod tests {
-    use super::FrameHeaders;
+    use super::{FrameHeaders, Seen};
 
-    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
         let length = (payload.len() as u32).to_be_bytes();
-        let mut frame = vec![length[1], length[2], length[3], kind, 0, 0, 0, 0, 1];
+        let mut frame = vec![length[1], length[2], length[3], kind, flags, 0, 0, 0, 1];
         frame.extend_from_slice(payload);
         frame
     }
 
-    #[test]
-    fn a_goaway_is_found_wherever_the_reads_cut_the_frames() {
-        let mut stream = frame(0x4, &[0; 12]); // SETTINGS
-        stream.extend(frame(0x0, &[0x7; 100])); // DATA whose bytes look like GOAWAY
-        stream.extend(frame(0x1, &[0x7; 9])); // HEADERS
-        let goaway_at = stream.len();
-        stream.extend(frame(0x7, &[0; 8]));
-        for cut in 1..=stream.len() {
-            let mut frames = FrameHeaders::default();
-            let mut found_at = None;
-            for (index, chunk) in stream.chunks(cut).enumerate() {
-                if frames.saw_goaway(chunk) && found_at.is_none() {
-                    found_at = Some(index * cut);
-                }
+    /// Where, in reads of `cut` bytes, each frame of interest was seen.
+    fn seen_at(stream: &[u8], cut: usize) -> (Option<usize>, Option<usize>) {
+        let mut frames = FrameHeaders::default();
+        let (mut goaway, mut settings) = (None, None);
+        for (index, chunk) in stream.chunks(cut).enumerate() {
+            let seen = frames.follow(chunk);
+            if seen.goaway && goaway.is_none() {
+                goaway = Some(index * cut);
             }
-            // Found in the read that completes its header.
-            let header_end = goaway_at + 8;
-            let found_at = found_at.expect("the GOAWAY is found");
-            assert!(
-                found_at <= header_end && header_end < found_at + cut,
-                "reads of {cut}: found in the read at {found_at}, the header ends at {header_end}"
-            );
+            if seen.settings && settings.is_none() {
+                settings = Some(index * cut);
+            }
+        }
+        (goaway, settings)
+    }
+
+    #[test]
+    fn goaway_and_settings_are_found_wherever_the_reads_cut_the_frames() {
+        let mut stream = frame(0x4, 0x1, &[]); // a SETTINGS ACK: not news
+        stream.extend(frame(0x0, 0, &[0x7; 100])); // DATA whose bytes look like frames
+        stream.extend(frame(0x1, 0x4, &[0x4; 9])); // HEADERS
+        let settings_at = stream.len();
+        stream.extend(frame(0x4, 0, &[0; 6])); // SETTINGS
+        stream.extend(frame(0x0, 0, &[])); // an empty DATA
+        let goaway_at = stream.len();
+        stream.extend(frame(0x7, 0, &[0; 8]));
+        for cut in 1..=stream.len() {
+            let (goaway, settings) = seen_at(&stream, cut);
+            for (name, start, found) in [
+                ("GOAWAY", goaway_at, goaway),
+                ("SETTINGS", settings_at, settings),
+            ] {
+                // Found in the read that completes its header.
+                let header_end = start + 8;
+                let found = found.unwrap_or_else(|| panic!("reads of {cut}: no {name}"));
+                assert!(
+                    found <= header_end && header_end < found + cut,
+                    "reads of {cut}: {name} found in the read at {found}, its header ends at {header_end}"
+                );
+            }
         }
         let mut frames = FrameHeaders::default();
-        assert!(
-            !frames.saw_goaway(&stream[..goaway_at]),
-            "no GOAWAY before it"
+        assert_eq!(
+            frames.follow(&stream[..settings_at]),
+            Seen::default(),
+            "nothing before them"
         );
     }
 }

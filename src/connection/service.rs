@@ -119,13 +119,17 @@ impl Connection {
                 let outcome = std::future::poll_fn(|cx| {
                     let outcome = Pin::new(&mut connection).poll(cx);
                     // Only this task sees the server's SETTINGS arrive, and
-                    // h2 applies them while it runs: the stream limit is
-                    // read after every turn. A raised limit wakes the
-                    // requests waiting for a slot. A lowered one must stop
-                    // the pool at once: a stream h2 cannot open waits in
-                    // h2's queue, where no pending timeout reaches it and,
-                    // if the server allows none, it would wait forever.
-                    driver_handle.set_peer_max_streams(connection.max_concurrent_send_streams());
+                    // h2 applies them while it runs: once it has, the
+                    // stream limit is read at the end of the turn. A raised
+                    // limit wakes the requests waiting for a slot. A
+                    // lowered one must stop the pool at once: a stream h2
+                    // cannot open waits in h2's queue, where no pending
+                    // timeout reaches it and, if the server allows none, it
+                    // would wait forever.
+                    if driver_handle.take_settings_applied() {
+                        driver_handle
+                            .set_peer_max_streams(connection.max_concurrent_send_streams());
+                    }
                     outcome
                 })
                 .await;
