@@ -138,7 +138,21 @@ DocumentRoot {htdocs}
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
     }
 
+    /// Waits until the parent has started its children. httpd reads its
+    /// configuration twice at startup and may close and reopen its listener
+    /// in between: a connect that succeeds early proves nothing, and one
+    /// refused a moment later failed a CI run. AH00489 ("resuming normal
+    /// operations") is logged once the listener is there to stay.
     fn wait_until_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.error_log().contains("AH00489") {
+            assert!(
+                Instant::now() < deadline,
+                "apache2 did not start its children within 10 s:\n{}",
+                self.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         wait_until_listening("apache2", self.port, || self.error_log());
     }
 }
