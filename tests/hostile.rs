@@ -351,6 +351,19 @@ async fn response_headers_on_a_stream_never_opened_are_a_protocol_error() {
     setup.assert_healthy_origin_serves().await;
 }
 
+/// A request that waited in the pool, never sent, for a stream slot on a
+/// connection whose server allows none, and was told so.
+fn assert_waited_on_a_server_allowing_no_streams(error: &Error) {
+    assert_eq!(error.kind(), ErrorKind::PendingTimeout, "{error:?}");
+    assert!(error.is_never_sent());
+    assert!(
+        error
+            .to_string()
+            .contains("SETTINGS_MAX_CONCURRENT_STREAMS 0"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn max_concurrent_streams_zero_fails_at_the_pending_timeout_on_one_connection() {
     let setup = setup(
@@ -363,14 +376,7 @@ async fn max_concurrent_streams_zero_fails_at_the_pending_timeout_on_one_connect
     )
     .await;
     let error = setup.fail_hostile("/").await;
-    assert_eq!(error.kind(), ErrorKind::PendingTimeout, "{error:?}");
-    assert!(error.is_never_sent());
-    assert!(
-        error
-            .to_string()
-            .contains("SETTINGS_MAX_CONCURRENT_STREAMS 0"),
-        "{error}"
-    );
+    assert_waited_on_a_server_allowing_no_streams(&error);
     // Another connection would get the same answer: the pool keeps one.
     assert_eq!(setup.hostile.connections_accepted(), 1);
     setup.assert_healthy_origin_serves().await;
@@ -658,14 +664,7 @@ async fn a_stream_limit_lowered_to_zero_mid_connection_holds_new_requests_in_the
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let error = setup.fail_hostile("/second").await;
-    assert_eq!(error.kind(), ErrorKind::PendingTimeout, "{error:?}");
-    assert!(error.is_never_sent());
-    assert!(
-        error
-            .to_string()
-            .contains("SETTINGS_MAX_CONCURRENT_STREAMS 0"),
-        "{error}"
-    );
+    assert_waited_on_a_server_allowing_no_streams(&error);
     assert_eq!(headers_after_zero.load(Ordering::SeqCst), 0);
     setup.assert_healthy_origin_serves().await;
 }
