@@ -66,20 +66,28 @@ struct FrameHeaders {
     header: [u8; FRAME_HEADER_LEN],
     header_filled: usize,
     payload_left: usize,
+    // The frame whose payload is being skipped is a SETTINGS: it counts
+    // once it is whole, for only then can h2 decode and apply it.
+    in_settings: bool,
 }
 
 impl FrameHeaders {
-    /// Follows `bytes`, the next ones read. (A server breaking the framing
-    /// is h2's to catch; this may only miss a frame then.)
+    /// Follows `bytes`, the next ones read. A GOAWAY is seen with its
+    /// header, a SETTINGS once all of it is in. (A server breaking the
+    /// framing is h2's to catch; this may only miss a frame then.)
     fn follow(&mut self, mut bytes: &[u8]) -> Seen {
         let mut seen = Seen::default();
         loop {
-            if self.payload_left >= bytes.len() {
+            if self.payload_left > bytes.len() {
                 self.payload_left -= bytes.len();
                 return seen;
             }
             bytes = &bytes[self.payload_left..];
             self.payload_left = 0;
+            seen.settings |= std::mem::take(&mut self.in_settings);
+            if bytes.is_empty() {
+                return seen;
+            }
             let header = if self.header_filled == 0 && bytes.len() >= FRAME_HEADER_LEN {
                 // Most headers arrive whole: read them in place.
                 let (header, rest) = bytes.split_at(FRAME_HEADER_LEN);
@@ -100,7 +108,7 @@ impl FrameHeaders {
             if let [a, b, c, kind, flags, ..] = *header {
                 self.payload_left = u32::from_be_bytes([0, a, b, c]) as usize;
                 seen.goaway |= kind == GOAWAY;
-                seen.settings |= kind == SETTINGS && flags & ACK == 0;
+                self.in_settings = kind == SETTINGS && flags & ACK == 0;
             }
         }
     }
@@ -200,16 +208,16 @@ mod tests {
         stream.extend(frame(0x7, 0, &[0; 8]));
         for cut in 1..=stream.len() {
             let (goaway, settings) = seen_at(&stream, cut);
-            for (name, start, found) in [
-                ("GOAWAY", goaway_at, goaway),
-                ("SETTINGS", settings_at, settings),
+            // A GOAWAY is seen in the read that completes its header, a
+            // SETTINGS in the one that completes its payload (6 bytes).
+            for (name, last_byte, found) in [
+                ("GOAWAY", goaway_at + 8, goaway),
+                ("SETTINGS", settings_at + 8 + 6, settings),
             ] {
-                // Found in the read that completes its header.
-                let header_end = start + 8;
                 let found = found.unwrap_or_else(|| panic!("reads of {cut}: no {name}"));
                 assert!(
-                    found <= header_end && header_end < found + cut,
-                    "reads of {cut}: {name} found in the read at {found}, its header ends at {header_end}"
+                    found <= last_byte && last_byte < found + cut,
+                    "reads of {cut}: {name} found in the read at {found}, its last byte is at {last_byte}"
                 );
             }
         }
@@ -218,6 +226,12 @@ mod tests {
             frames.follow(&stream[..settings_at]),
             Seen::default(),
             "nothing before them"
+        );
+        let mut frames = FrameHeaders::default();
+        let empty_settings = frames.follow(&frame(0x4, 0, &[]));
+        assert!(
+            empty_settings.settings,
+            "an empty SETTINGS is whole with its header"
         );
     }
 }
