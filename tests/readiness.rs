@@ -247,3 +247,46 @@ async fn readiness_layer_keep_alive_retires_a_silent_connection_on_its_own() {
     assert_eq!(reason.kind, ErrorKind::KeepAliveTimeout);
     server.resume();
 }
+
+#[tokio::test]
+async fn a_connection_the_pool_retires_itself_unanswered_does_not_back_off_the_next_connect() {
+    // The connect backoff is for servers that turn connections away. A
+    // connection this client retired (here idle after its one request,
+    // which the caller gave up on before any answer) is not one: the next
+    // request connects at once, not after the backoff (15 s and more here).
+    let server = TestServer::start(ServerConfig {
+        handler_delay: Duration::from_millis(500),
+        ..ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::builder()
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .connect_backoff(Duration::from_secs(30), Duration::from_secs(60))
+        .build();
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        pool.clone().oneshot(get(server.url("/"))),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller gives up before the answer");
+    let closed = support::eventually(Duration::from_secs(10), || {
+        let stats = pool.stats().total();
+        stats.connections_open == 0 && stats.connections_draining == 0
+    })
+    .await;
+    assert!(
+        closed,
+        "the retired connection closes once its stream is reset: {:?}",
+        pool.stats()
+    );
+
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        pool.clone().oneshot(get(server.url("/"))),
+    )
+    .await
+    .expect("the next connect is not held back")
+    .expect("served");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    assert_eq!(server.connections_accepted(), 2);
+}

@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     load: AtomicUsize,
     /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS as h2 last reported it.
     peer_max_streams: AtomicUsize,
+    /// Held while the limit is read from h2 and stored.
+    refreshing_peer_max_streams: Mutex<()>,
     /// The user's own cap on concurrent streams.
     local_max_streams: usize,
     streams_started: AtomicU64,
@@ -78,6 +80,9 @@ pub(crate) struct Shared {
     answered: AtomicBool,
     /// Whether a GOAWAY frame came in (seen in the bytes read).
     goaway_received: AtomicBool,
+    /// Whether the server (or the network) ended the connection, rather
+    /// than this client: for the connect backoff.
+    ended_by_server: AtomicBool,
     /// Whether h2 has applied a SETTINGS from the server that the
     /// connection's task has not read the stream limit since.
     settings_applied: AtomicBool,
@@ -125,6 +130,7 @@ impl ConnectionHandle {
                 phase: AtomicU8::new(OPEN),
                 load: AtomicUsize::new(0),
                 peer_max_streams: AtomicUsize::new(DEFAULT_PEER_MAX_STREAMS),
+                refreshing_peer_max_streams: Mutex::new(()),
                 local_max_streams: local_max_streams.max(1),
                 streams_started: AtomicU64::new(0),
                 streams_sent: AtomicU32::new(0),
@@ -134,6 +140,7 @@ impl ConnectionHandle {
                 heard_from_ms: AtomicU64::new(0),
                 answered: AtomicBool::new(false),
                 goaway_received: AtomicBool::new(false),
+                ended_by_server: AtomicBool::new(false),
                 settings_applied: AtomicBool::new(false),
                 driver: Mutex::new(None),
                 close_reason: Mutex::new(None),
@@ -275,7 +282,18 @@ impl ConnectionHandle {
         lock(&self.shared.ping_pong).take()
     }
 
-    pub(crate) fn set_peer_max_streams(&self, max: usize) {
+    /// Stores the server's stream limit as `read_from_h2` gives it now.
+    ///
+    /// The handshake and the connection's task both do this, and h2 may
+    /// apply a newer SETTINGS between one's read and its store: under this
+    /// lock the later store is always of the later read, so an older limit
+    /// (a 0 the server has since raised, say) never overwrites a newer one.
+    pub(crate) fn refresh_peer_max_streams(&self, read_from_h2: impl FnOnce() -> usize) {
+        let _refreshing = lock(&self.shared.refreshing_peer_max_streams);
+        self.set_peer_max_streams(read_from_h2());
+    }
+
+    fn set_peer_max_streams(&self, max: usize) {
         // Read first: the limit rarely changes, and a write on every call
         // would bounce the cache line between the threads sending requests.
         if self.shared.peer_max_streams.load(Ordering::Acquire) == max {
@@ -390,6 +408,17 @@ impl ConnectionHandle {
     /// Whether the server has sent GOAWAY on this connection.
     pub(crate) fn goaway_received(&self) -> bool {
         self.shared.goaway_received.load(Ordering::Acquire)
+    }
+
+    /// Notes that the server (or the network) ended the connection.
+    pub(crate) fn note_ended_by_server(&self) {
+        self.shared.ended_by_server.store(true, Ordering::Release);
+    }
+
+    /// Whether the server (or the network) ended the connection: with
+    /// GOAWAY, a bare close or a failure, not a close of this client's.
+    pub(crate) fn ended_by_server(&self) -> bool {
+        self.shared.ended_by_server.load(Ordering::Acquire)
     }
 
     /// Notes that h2 has applied a SETTINGS from the server.

@@ -128,7 +128,7 @@ impl Connection {
                     // would wait forever.
                     if driver_handle.take_settings_applied() {
                         driver_handle
-                            .set_peer_max_streams(connection.max_concurrent_send_streams());
+                            .refresh_peer_max_streams(|| connection.max_concurrent_send_streams());
                     }
                     outcome
                 })
@@ -168,6 +168,10 @@ impl Connection {
                         error.reason(),
                     ),
                 };
+                // Ours only when every handle was gone: then we closed it.
+                if outcome.is_err() || senders_alive.strong_count() > 0 {
+                    driver_handle.note_ended_by_server();
+                }
                 driver_handle.mark_closed_with(kind, detail.clone(), h2_reason);
                 tracing::debug!(reason = %detail, streams = driver_handle.streams_started(), "connection closed");
             }
@@ -198,7 +202,7 @@ impl Connection {
             }
             *super::handle::lock(&handle.shared.ping_pong) = Some(ping_pong);
         }
-        handle.set_peer_max_streams(send.current_max_send_streams());
+        handle.refresh_peer_max_streams(|| send.current_max_send_streams());
         span.in_scope(|| {
             tracing::debug!(
                 max_concurrent_streams = send.current_max_send_streams(),

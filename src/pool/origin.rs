@@ -684,11 +684,8 @@ impl OriginPool {
     /// stream has ended.
     fn connection_closed(&self, handle: &ConnectionHandle) {
         let mut state = lock(&self.state);
-        // With GOAWAY or without a word (a failing connection reports
-        // ConnectionClosed too; so would ours, but we close only unused ones).
-        let ended_by_server = handle.close_reason().is_some_and(|reason| {
-            matches!(reason.kind, ErrorKind::GoAway | ErrorKind::ConnectionClosed)
-        });
+        // With GOAWAY, without a word, or failing: not a drain of ours.
+        let ended_by_server = handle.ended_by_server();
         // Requests were sent to it, or are waiting for one: the server
         // turned them away. (An unused spare the server retires is not a
         // failure.)
