@@ -135,10 +135,12 @@ async fn max_requests_per_connection_rotates_connections_without_failing_a_reque
 
 #[tokio::test]
 async fn a_slow_connection_gets_its_replacement_at_three_quarters_of_its_life_not_half() {
-    // One request every 100 ms on connections that live for 8: the four
-    // left at half-life would take 400 ms, far more than a few connects on
-    // loopback, so the replacement waits until 6 are used (opened at half,
-    // it would sit idle twice as long, and idle out on a slower client).
+    // One request every 250 ms on connections that live for 8: the four
+    // left at half-life would take a second, far more than a few connects
+    // on loopback (the replacement opens early only if four connects take
+    // longer than what is left, so a connect would have to take some 190 ms
+    // for this to fail), so it waits until 6 are used (opened at half, it
+    // would sit idle twice as long, and idle out on a slower client).
     let server = TestServer::start(ServerConfig::default()).await;
     let pool = Pool::builder().max_requests_per_connection(Some(8)).build();
     let url = server.url("/");
@@ -152,7 +154,7 @@ async fn a_slow_connection_gets_its_replacement_at_three_quarters_of_its_life_no
     };
     for _ in 0..6 {
         send().await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let stats = pool.stats().total();
     assert_eq!(
