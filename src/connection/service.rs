@@ -133,14 +133,16 @@ impl Connection {
                     outcome
                 })
                 .await;
+                // h2 ends a client connection cleanly when every send handle
+                // is gone (we closed it), or when the server closed it: after
+                // GOAWAY(NO_ERROR), or without a word. Read once: the record
+                // and the flag below must agree.
+                let closed_by_us = outcome.is_ok() && senders_alive.strong_count() == 0;
                 let (kind, detail, h2_reason) = match &outcome {
-                    // h2 ends a client connection cleanly when every send
-                    // handle is gone (we closed it), or when the server
-                    // closed it: after GOAWAY(NO_ERROR), or without a word.
                     // A GOAWAY is recorded even if no request was polled in
                     // between to see it, so the pool learns how long the
                     // server keeps connections; a bare close teaches nothing.
-                    Ok(()) if senders_alive.strong_count() > 0 => {
+                    Ok(()) if !closed_by_us => {
                         if driver_handle.goaway_received() {
                             (
                                 ErrorKind::GoAway,
@@ -168,8 +170,7 @@ impl Connection {
                         error.reason(),
                     ),
                 };
-                // Ours only when every handle was gone: then we closed it.
-                if outcome.is_err() || senders_alive.strong_count() > 0 {
+                if !closed_by_us {
                     driver_handle.note_ended_by_server();
                 }
                 driver_handle.mark_closed_with(kind, detail.clone(), h2_reason);

@@ -244,11 +244,11 @@ impl Builder {
     /// per-connection limits, metrics or tracing. Request bodies reach it as
     /// [`RequestBody`], their type erased (one allocation per request, only
     /// when a layer is set); a request that never left the client comes
-    /// back in its error as `Request<RequestBody>`. The pool still picks connections by their
-    /// stream slots, and calls the layer's `poll_ready` right before
-    /// dispatch; an error the layer makes itself reaches the caller as
-    /// [`ErrorKind::ConnectionLayer`](crate::ErrorKind::ConnectionLayer). To
-    /// stack several layers, give a `tower::ServiceBuilder`'s layer.
+    /// back in its error as `Request<RequestBody>`. The pool still picks
+    /// connections by their stream slots, and calls the layer's `poll_ready`
+    /// right before dispatch; an error the layer makes itself reaches the
+    /// caller as [`ErrorKind::ConnectionLayer`](crate::ErrorKind::ConnectionLayer).
+    /// To stack several layers, give a `tower::ServiceBuilder`'s layer.
     ///
     /// ```
     /// use h2pool::pool::LayeredConnection;
