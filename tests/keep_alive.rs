@@ -1,26 +1,34 @@
-//! Keep-alive PINGs against a server that finds them too frequent.
+//! Keep-alive PINGs: when they go out, and against a server that finds
+//! them too frequent.
 
 mod support;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use futures_util::StreamExt;
 use h2pool::readiness::KeepAlive;
-use h2pool::Pool;
+use h2pool::{ErrorKind, Pool};
+use http_body_util::Empty;
 use support::raw::{code, flag, kind, RawServer};
-use support::{body_bytes, get};
-use tower::ServiceExt;
+use support::{body_bytes, eventually, get, ServerConfig, TestServer};
+use tower::balance::p2c::Balance;
+use tower::discover::Change;
+use tower::{Service, ServiceExt};
 
 /// When each keep-alive PING arrived, per connection (by accept order).
 type PingLog = Arc<Mutex<HashMap<u64, Vec<Instant>>>>;
 
 const PINGS_BEFORE_GOAWAY: usize = 3;
 
-/// A server that answers requests with 200 and logs PINGs; on the first
-/// connection it answers the third PING with GOAWAY(ENHANCE_YOUR_CALM,
-/// "too_many_pings") and closes, as grpc-go does when pinged too often.
-async fn ping_policing_server(log: PingLog) -> RawServer {
+/// A server that answers requests with 200 and logs PINGs. Policing, on
+/// the first connection it answers the third PING with
+/// GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") and closes, as grpc-go does
+/// when pinged too often.
+async fn ping_server(log: PingLog, policing: bool) -> RawServer {
     RawServer::start(move |mut conn| {
         let log = log.clone();
         async move {
@@ -36,7 +44,7 @@ async fn ping_policing_server(log: PingLog) -> RawServer {
                             pings.push(Instant::now());
                             pings.len()
                         };
-                        if conn.index() == 0 && seen == PINGS_BEFORE_GOAWAY {
+                        if policing && conn.index() == 0 && seen == PINGS_BEFORE_GOAWAY {
                             conn.send_goaway(
                                 last_stream,
                                 code::ENHANCE_YOUR_CALM,
@@ -75,7 +83,7 @@ async fn goaway_too_many_pings_doubles_the_ping_interval_for_the_next_connection
     support::init_tracing();
     let interval = Duration::from_millis(100);
     let log = PingLog::default();
-    let server = ping_policing_server(log.clone()).await;
+    let server = ping_server(log.clone(), true).await;
     let keep_alive = KeepAlive::new(interval, Duration::from_secs(5)).while_idle(true);
     let pool = Pool::builder().keep_alive(Some(keep_alive.clone())).build();
 
@@ -126,4 +134,91 @@ async fn goaway_too_many_pings_doubles_the_ping_interval_for_the_next_connection
         shortest >= interval * 3 / 2,
         "PINGs {shortest:?} apart on the new connection; the interval was {interval:?} and should have doubled"
     );
+}
+
+/// tower's p2c `Balance` keeps a ready endpoint ready, and an `OriginService`
+/// that is ready holds a stream slot reserved on its connection. Nothing is
+/// sent on it, so the connection is idle all the same: it gets no PING (the
+/// keep-alive watches streams in flight only), and it idles out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_balance_holds_ready_neither_keeps_its_connection_busy_nor_gets_it_pinged() {
+    type Request = http::Request<Empty<Bytes>>;
+    let request = || http::Request::get("/").body(Empty::new()).unwrap();
+    let log = PingLog::default();
+    let server = ping_server(log.clone(), false).await;
+    let interval = Duration::from_millis(100);
+    let pool = Pool::builder()
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .keep_alive(Some(KeepAlive::new(interval, Duration::from_secs(5))))
+        .build();
+    let origin = pool.origin(server.url("/").parse().unwrap()).unwrap();
+    let discovery = futures_util::stream::iter([Ok::<_, Infallible>(Change::Insert(0, origin))])
+        .chain(futures_util::stream::pending());
+    let mut balance: Balance<_, Request> = Balance::new(Box::pin(discovery));
+
+    let response = balance.ready().await.unwrap().call(request()).await;
+    assert_eq!(body_bytes(response.unwrap()).await.unwrap(), "ok");
+    balance.ready().await.unwrap();
+    assert_eq!(
+        pool.stats().total().streams_in_flight,
+        1,
+        "the ready endpoint holds a reserved slot"
+    );
+    let pinged_while_busy = pings_on(&log, 0).len();
+
+    assert!(
+        eventually(Duration::from_secs(10), || pool
+            .stats()
+            .total()
+            .connections_open
+            == 0)
+        .await,
+        "the connection idles out although a slot on it is reserved"
+    );
+    tokio::time::sleep(interval * 5).await;
+    assert_eq!(
+        pings_on(&log, 0).len(),
+        pinged_while_busy,
+        "a PING went to a connection with nothing in flight"
+    );
+    // The reserved slot still gets its request through.
+    let response = balance.call(request()).await;
+    assert_eq!(body_bytes(response.unwrap()).await.unwrap(), "ok");
+}
+
+/// A stream that starts on a connection silent for longer than the
+/// interval gets a PING at once, as grpc-go sends one: the server may have
+/// died while the connection was idle, and the request would otherwise
+/// wait a whole interval before the PING that finds out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_started_after_a_silence_longer_than_the_interval_is_pinged_at_once() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let interval = Duration::from_millis(1500);
+    let pool = Pool::builder()
+        .keep_alive(Some(KeepAlive::new(interval, Duration::from_millis(200))))
+        .build();
+    let response = pool.clone().oneshot(get(server.url("/"))).await;
+    body_bytes(response.expect("first request")).await.unwrap();
+    // The server dies while the connection is idle (its connections notice
+    // a stall within 50 ms, and then answer nothing, PINGs included).
+    server.stall();
+    tokio::time::sleep(interval + Duration::from_millis(200)).await;
+
+    let sent = Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        pool.clone().oneshot(get(server.url("/"))),
+    )
+    .await
+    .expect("the dead connection is found out");
+    let waited = sent.elapsed();
+    let error = outcome.expect_err("the server stopped answering");
+    assert_eq!(error.kind(), ErrorKind::KeepAliveTimeout, "{error}");
+    // Only the PING timeout (200 ms) when pinged at once; the interval plus
+    // the timeout when the PING waits for the keep-alive's next round.
+    assert!(
+        waited < interval,
+        "the request waited {waited:?}: the PING went out an interval late"
+    );
+    server.resume();
 }

@@ -68,10 +68,15 @@ pub(crate) struct Shared {
     streams_started: AtomicU64,
     /// Streams h2 opened: client stream ids run 1, 3, 5... in that order.
     streams_sent: AtomicU32,
+    /// Streams opened that have since ended both ways. `load` also counts
+    /// slots reserved for a request not yet sent, which tower's `Balance`
+    /// may hold for as long as an endpoint stays ready: idleness and the
+    /// keep-alive go by the streams actually running.
+    streams_ended: AtomicU32,
     /// Streams the server refused with its GOAWAY (above its last stream id).
     streams_refused_by_goaway: AtomicU64,
     created: Instant,
-    /// Milliseconds after `created` at which the load last dropped to zero.
+    /// Milliseconds after `created` at which the last running stream ended.
     idle_since_ms: AtomicU64,
     /// Milliseconds after `created` at which the server was last heard from.
     heard_from_ms: AtomicU64,
@@ -92,6 +97,10 @@ pub(crate) struct Shared {
     /// Fires on phase changes only, for watchers that must not swallow the
     /// slot wake-ups `slot_waiters` hands out one at a time.
     phase_changed: Notify,
+    /// Set by a keep-alive task that sleeps until a stream starts; the
+    /// stream that finds it set wakes the task through `became_busy`.
+    keep_alive_dormant: AtomicBool,
+    became_busy: Notify,
     pub(crate) ping_pong: Mutex<Option<h2::PingPong>>,
 }
 
@@ -134,6 +143,7 @@ impl ConnectionHandle {
                 local_max_streams: local_max_streams.max(1),
                 streams_started: AtomicU64::new(0),
                 streams_sent: AtomicU32::new(0),
+                streams_ended: AtomicU32::new(0),
                 streams_refused_by_goaway: AtomicU64::new(0),
                 created: Instant::now(),
                 idle_since_ms: AtomicU64::new(0),
@@ -146,6 +156,8 @@ impl ConnectionHandle {
                 close_reason: Mutex::new(None),
                 slot_waiters,
                 phase_changed: Notify::new(),
+                keep_alive_dormant: AtomicBool::new(false),
+                became_busy: Notify::new(),
                 ping_pong: Mutex::new(None),
             }),
         }
@@ -204,9 +216,11 @@ impl ConnectionHandle {
         self.shared.created.elapsed()
     }
 
-    /// How long the connection has had no stream, or `None` while it has some.
+    /// How long the connection has had no stream running, or `None` while
+    /// it has some. A slot reserved for a request not yet sent (by a service
+    /// that tower's `Balance` keeps ready, say) does not count.
     pub fn idle_for(&self) -> Option<Duration> {
-        if self.load() > 0 {
+        if self.streams_running() > 0 {
             return None;
         }
         Some(self.shared.time_since(&self.shared.idle_since_ms))
@@ -336,7 +350,45 @@ impl ConnectionHandle {
     /// Notes that h2 opened a stream. Counted rather than read from h2,
     /// where reading a stream's id takes the connection's lock.
     pub(crate) fn record_sent(&self) {
-        self.shared.streams_sent.fetch_add(1, Ordering::Relaxed);
+        // SeqCst, paired with the keep-alive's store of `keep_alive_dormant`
+        // and read of the count: one of the two sees the other.
+        self.shared.streams_sent.fetch_add(1, Ordering::SeqCst);
+        let dormant = &self.shared.keep_alive_dormant;
+        // A plain read first: the task is dormant at most once an interval.
+        if dormant.load(Ordering::SeqCst) && dormant.swap(false, Ordering::SeqCst) {
+            self.shared.became_busy.notify_one();
+        }
+    }
+
+    /// Notes that a stream opened by [`record_sent`](Self::record_sent)
+    /// has ended both ways.
+    pub(crate) fn record_stream_ended(&self) {
+        let shared = &self.shared;
+        let ended = shared.streams_ended.fetch_add(1, Ordering::SeqCst) + 1;
+        if ended == shared.streams_sent.load(Ordering::SeqCst) {
+            shared.stamp(&shared.idle_since_ms);
+        }
+    }
+
+    /// Streams sent and not yet ended, not counting reserved slots.
+    pub fn streams_running(&self) -> usize {
+        // Ended first: a stream counts as sent before it can end, so the
+        // later read of the sent count is never below it.
+        let ended = self.shared.streams_ended.load(Ordering::SeqCst);
+        let sent = self.shared.streams_sent.load(Ordering::SeqCst);
+        sent.wrapping_sub(ended) as usize
+    }
+
+    /// Waits until a stream starts, for a keep-alive task with nothing to
+    /// watch. Returns at once if one is running.
+    pub(crate) async fn until_busy(&self) {
+        let dormant = &self.shared.keep_alive_dormant;
+        dormant.store(true, Ordering::SeqCst);
+        if self.streams_running() > 0 {
+            dormant.store(false, Ordering::SeqCst);
+            return;
+        }
+        self.shared.became_busy.notified().await;
     }
 
     pub(crate) fn record_refused_by_goaway(&self) {
@@ -478,13 +530,10 @@ impl StreamSlot {
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         let shared = &self.handle.shared;
-        if shared.load.fetch_sub(1, Ordering::SeqCst) == 1 {
-            shared.stamp(&shared.idle_since_ms);
-            if self.handle.phase() == Phase::Closed {
-                // The last stream of a closed connection has reported how
-                // it ended: watchers may now draw conclusions.
-                shared.phase_changed.notify_waiters();
-            }
+        // The last stream of a closed connection has reported how it
+        // ended: watchers may now draw conclusions.
+        if shared.load.fetch_sub(1, Ordering::SeqCst) == 1 && self.handle.phase() == Phase::Closed {
+            shared.phase_changed.notify_waiters();
         }
         shared.slot_waiters.wake_one();
     }

@@ -107,6 +107,7 @@ impl Drop for StreamGuard {
         if let Some(task) = &self.body_task {
             task.abort();
         }
+        self.slot.handle().record_stream_ended();
     }
 }
 

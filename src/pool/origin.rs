@@ -462,7 +462,7 @@ impl OriginPool {
                 continue;
             }
             let handle = state.connections.swap_remove(index).handle().clone();
-            busy_retired |= handle.load() > 0;
+            busy_retired |= handle.streams_running() > 0;
             if handle.phase() == Phase::Draining {
                 state.draining.push(handle);
             }

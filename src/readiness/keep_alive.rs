@@ -25,8 +25,9 @@ pub struct KeepAlive {
 impl KeepAlive {
     /// PING after `interval` without a frame from the server; retire the
     /// connection when no PONG comes within `timeout`. Idle connections (no
-    /// stream in flight) are not pinged unless [`while_idle`](Self::while_idle).
-    /// Both durations are at least 1 ms.
+    /// stream in flight) are not pinged unless [`while_idle`](Self::while_idle);
+    /// a stream that starts on one already silent for `interval` gets its
+    /// PING at once, as with grpc-go. Both durations are at least 1 ms.
     pub fn new(interval: Duration, timeout: Duration) -> Self {
         KeepAlive {
             interval_ms: Arc::new(AtomicU64::new(millis(interval).max(1))),
@@ -97,14 +98,23 @@ async fn run(handle: ConnectionHandle, mut ping_pong: h2::PingPong, keep_alive: 
         if handle.phase() == Phase::Closed {
             break;
         }
-        let interval = keep_alive.interval();
-        let silent = handle.silent_for();
-        let quiet = handle.load() == 0 && !keep_alive.while_idle;
-        if silent < interval || quiet {
-            let wait = if quiet { interval } else { interval - silent };
+        if handle.streams_running() == 0 && !keep_alive.while_idle {
+            // Nothing to watch until a stream starts. Then a connection that
+            // has been silent for the interval already is pinged at once, as
+            // grpc-go does, rather than an interval later: it may have died
+            // while idle, and the new stream would wait on it.
             tokio::select! {
                 _ = phase_changed => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = handle.until_busy() => {}
+            }
+            continue;
+        }
+        let interval = keep_alive.interval();
+        let silent = handle.silent_for();
+        if silent < interval {
+            tokio::select! {
+                _ = phase_changed => {}
+                _ = tokio::time::sleep(interval - silent) => {}
             }
             continue;
         }
