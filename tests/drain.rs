@@ -428,3 +428,49 @@ async fn a_goaway_lets_streams_up_to_its_last_id_finish_and_refuses_the_rest_unp
     assert_eq!(body_bytes(response).await.unwrap(), "ok");
     assert_eq!(server.connections_accepted(), 2);
 }
+
+/// A GOAWAY on a connection at its stream limit: no waiting request finds a
+/// free slot there to try a stream and hear of the GOAWAY from h2, so the
+/// pool must act on the frame itself, draining the connection and opening
+/// another for the requests that wait, while the old one's long stream runs
+/// on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goaway_on_a_full_connection_sends_the_waiting_requests_to_a_new_one() {
+    let server = TestServer::start(ServerConfig {
+        max_concurrent_streams: Some(1),
+        ..ServerConfig::default()
+    })
+    .await;
+    // One connection at a time: the second request waits for its slot.
+    let pool = Pool::builder()
+        .max_connections_per_origin(1)
+        .pending_timeout(Some(Duration::from_secs(60)))
+        .build();
+    let long = tokio::spawn(pool.clone().oneshot(get(server.url("/delay/60000"))));
+    support::wait_for_one_active_stream(&server).await;
+    let waiting = tokio::spawn(pool.clone().oneshot(get(server.url("/"))));
+    assert!(
+        support::eventually(Duration::from_secs(5), || pool
+            .stats()
+            .total()
+            .requests_waiting
+            == 1)
+        .await,
+        "the second request waits for the only slot"
+    );
+
+    server.goaway_all();
+    let response = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting request is sent within 10 s of the GOAWAY")
+        .unwrap()
+        .expect("it succeeds");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    assert_eq!(
+        server.connections_accepted(),
+        2,
+        "on a new connection, the draining one not counting"
+    );
+    assert!(!long.is_finished(), "while the long stream still runs");
+    long.abort();
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
+use super::io::GoAwaySeen;
 use crate::error::ErrorKind;
 
 /// Where a connection is in its life.
@@ -85,6 +86,8 @@ pub(crate) struct Shared {
     answered: AtomicBool,
     /// Whether a GOAWAY frame came in (seen in the bytes read).
     goaway_received: AtomicBool,
+    /// A GOAWAY came in that the connection's task has not acted on.
+    goaway_news: Mutex<Option<GoAwaySeen>>,
     /// Whether the server (or the network) ended the connection, rather
     /// than this client: for the connect backoff.
     ended_by_server: AtomicBool,
@@ -150,6 +153,7 @@ impl ConnectionHandle {
                 heard_from_ms: AtomicU64::new(0),
                 answered: AtomicBool::new(false),
                 goaway_received: AtomicBool::new(false),
+                goaway_news: Mutex::new(None),
                 ended_by_server: AtomicBool::new(false),
                 settings_applied: AtomicBool::new(false),
                 driver: Mutex::new(None),
@@ -452,9 +456,21 @@ impl ConnectionHandle {
         self.shared.stamp(&self.shared.heard_from_ms);
     }
 
-    /// Notes that the server sent GOAWAY.
-    pub(crate) fn note_goaway_received(&self) {
+    /// Notes that a GOAWAY came in, for the connection's task to act on at
+    /// the end of its turn.
+    pub(crate) fn note_goaway_received(&self, goaway: GoAwaySeen) {
+        *lock(&self.shared.goaway_news) = Some(goaway);
         self.shared.goaway_received.store(true, Ordering::Release);
+    }
+
+    /// The GOAWAY that came in since the last call, if one did.
+    pub(crate) fn take_goaway_news(&self) -> Option<GoAwaySeen> {
+        // No lock before one came: this runs on every turn of the
+        // connection task.
+        if !self.goaway_received() {
+            return None;
+        }
+        lock(&self.shared.goaway_news).take()
     }
 
     /// Whether the server has sent GOAWAY on this connection.

@@ -17,9 +17,13 @@ pin_project! {
     ///
     /// It also follows the server's frame headers (not their payloads), for
     /// two frames h2 does not report:
-    /// - GOAWAY: h2 ends a connection the same way after GOAWAY(NO_ERROR)
-    ///   and after a bare close, and only the first is a graceful end that
-    ///   says how many streams the server takes per connection.
+    /// - GOAWAY: no new stream may start, and h2 tells only the request
+    ///   that tries one. A connection at its stream limit gets no such
+    ///   request, so the connection's task drains it, waking the requests
+    ///   that wait for a slot. Also, h2 ends a connection the same way after
+    ///   GOAWAY(NO_ERROR) and after a bare close, and only the first is a
+    ///   graceful end that says how many streams the server takes per
+    ///   connection.
     /// - SETTINGS: the server's stream limit may have changed. h2 applies
     ///   a SETTINGS before it decodes another frame, so by the next read
     ///   it has: the connection's task then reads the limit (under h2's
@@ -52,11 +56,19 @@ const ACK: u8 = 0x1;
 /// Every frame starts with a 9-byte header (RFC 9113, section 4.1).
 const FRAME_HEADER_LEN: usize = 9;
 
-/// The frames of interest that a run of bytes held.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// The frames of interest that a run of bytes completed.
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Seen {
-    goaway: bool,
+    goaway: Option<GoAwaySeen>,
     settings: bool,
+}
+
+/// What a GOAWAY said, besides its last stream id (which h2 acts on).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct GoAwaySeen {
+    pub(crate) code: u32,
+    /// The start of its debug data ("too_many_pings", say), for people.
+    pub(crate) debug_data: Vec<u8>,
 }
 
 /// Where the byte stream from the server is among its frames: a frame
@@ -66,25 +78,62 @@ struct FrameHeaders {
     header: [u8; FRAME_HEADER_LEN],
     header_filled: usize,
     payload_left: usize,
-    // The frame whose payload is being skipped is a SETTINGS: it counts
-    // once it is whole, for only then can h2 decode and apply it.
-    in_settings: bool,
+    // The frame whose payload is being read, if it is one of interest. It
+    // counts once it is whole, for only then can h2 decode it.
+    in_frame: Interest,
 }
 
+#[derive(Debug, Default)]
+enum Interest {
+    #[default]
+    None,
+    Settings,
+    /// The payload starts with the last stream id and the error code, then
+    /// debug data: the start of it is kept here.
+    GoAway {
+        start: Vec<u8>,
+    },
+}
+
+/// Where a GOAWAY's error code ends in its payload.
+const GOAWAY_CODE_END: usize = 8;
+/// How much of a GOAWAY's payload is kept: the debug data is for logs and
+/// errors, and a server may send up to 16 MiB of it.
+const GOAWAY_KEPT: usize = GOAWAY_CODE_END + 256;
+
 impl FrameHeaders {
-    /// Follows `bytes`, the next ones read. A GOAWAY is seen with its
-    /// header, a SETTINGS once all of it is in. (A server breaking the
-    /// framing is h2's to catch; this may only miss a frame then.)
+    /// Follows `bytes`, the next ones read. A GOAWAY or a SETTINGS is seen
+    /// once all of it is in. (A server breaking the framing is h2's to
+    /// catch; this may only miss a frame then.)
     fn follow(&mut self, mut bytes: &[u8]) -> Seen {
         let mut seen = Seen::default();
         loop {
-            if self.payload_left > bytes.len() {
-                self.payload_left -= bytes.len();
+            let payload = self.payload_left.min(bytes.len());
+            if let Interest::GoAway { start } = &mut self.in_frame {
+                let wanted = GOAWAY_KEPT.saturating_sub(start.len()).min(payload);
+                start.extend_from_slice(&bytes[..wanted]);
+            }
+            bytes = &bytes[payload..];
+            self.payload_left -= payload;
+            if self.payload_left > 0 {
                 return seen;
             }
-            bytes = &bytes[self.payload_left..];
-            self.payload_left = 0;
-            seen.settings |= std::mem::take(&mut self.in_settings);
+            match std::mem::take(&mut self.in_frame) {
+                Interest::None => {}
+                Interest::Settings => seen.settings = true,
+                Interest::GoAway { start } => {
+                    // A GOAWAY too short for a code is malformed, and h2
+                    // ends the connection.
+                    if let Some((&[_, _, _, _, a, b, c, d], debug_data)) =
+                        start.split_first_chunk::<GOAWAY_CODE_END>()
+                    {
+                        seen.goaway = Some(GoAwaySeen {
+                            code: u32::from_be_bytes([a, b, c, d]),
+                            debug_data: debug_data.to_vec(),
+                        });
+                    }
+                }
+            }
             if bytes.is_empty() {
                 return seen;
             }
@@ -107,8 +156,11 @@ impl FrameHeaders {
             };
             if let [a, b, c, kind, flags, ..] = *header {
                 self.payload_left = u32::from_be_bytes([0, a, b, c]) as usize;
-                seen.goaway |= kind == GOAWAY;
-                self.in_settings = kind == SETTINGS && flags & ACK == 0;
+                self.in_frame = match kind {
+                    SETTINGS if flags & ACK == 0 => Interest::Settings,
+                    GOAWAY => Interest::GoAway { start: Vec::new() },
+                    _ => Interest::None,
+                };
             }
         }
     }
@@ -130,8 +182,8 @@ impl<IO: AsyncRead> AsyncRead for Watched<IO> {
         if let Some(read) = buf.filled().get(before..).filter(|read| !read.is_empty()) {
             this.handle.heard_from_server();
             let seen = this.frames.follow(read);
-            if seen.goaway {
-                this.handle.note_goaway_received();
+            if let Some(goaway) = seen.goaway {
+                this.handle.note_goaway_received(goaway);
             }
             *this.settings_read = seen.settings;
         }
@@ -171,7 +223,7 @@ impl<IO: AsyncWrite> AsyncWrite for Watched<IO> {
 
 #[cfg(test)]
 mod tests {
-    use super::{FrameHeaders, Seen};
+    use super::{FrameHeaders, GoAwaySeen, Seen, GOAWAY_KEPT};
 
     fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
         let length = (payload.len() as u32).to_be_bytes();
@@ -186,7 +238,7 @@ mod tests {
         let (mut goaway, mut settings) = (None, None);
         for (index, chunk) in stream.chunks(cut).enumerate() {
             let seen = frames.follow(chunk);
-            if seen.goaway && goaway.is_none() {
+            if seen.goaway.is_some() && goaway.is_none() {
                 goaway = Some(index * cut);
             }
             if seen.settings && settings.is_none() {
@@ -205,13 +257,12 @@ mod tests {
         stream.extend(frame(0x4, 0, &[0; 6])); // SETTINGS
         stream.extend(frame(0x0, 0, &[])); // an empty DATA
         let goaway_at = stream.len();
-        stream.extend(frame(0x7, 0, &[0; 8]));
+        stream.extend(frame(0x7, 0, &[0, 0, 0, 7, 0, 0, 0, 0xb, b'b', b'y', b'e']));
         for cut in 1..=stream.len() {
             let (goaway, settings) = seen_at(&stream, cut);
-            // A GOAWAY is seen in the read that completes its header, a
-            // SETTINGS in the one that completes its payload (6 bytes).
+            // Each is seen in the read that completes it.
             for (name, last_byte, found) in [
-                ("GOAWAY", goaway_at + 8, goaway),
+                ("GOAWAY", goaway_at + 8 + 11, goaway),
                 ("SETTINGS", settings_at + 8 + 6, settings),
             ] {
                 let found = found.unwrap_or_else(|| panic!("reads of {cut}: no {name}"));
@@ -226,6 +277,31 @@ mod tests {
             frames.follow(&stream[..settings_at]),
             Seen::default(),
             "nothing before them"
+        );
+        for cut in 1..=stream.len() {
+            let mut frames = FrameHeaders::default();
+            let goaways: Vec<_> = stream
+                .chunks(cut)
+                .filter_map(|chunk| frames.follow(chunk).goaway)
+                .collect();
+            let expected = GoAwaySeen {
+                code: 0xb,
+                debug_data: b"bye".to_vec(),
+            };
+            assert_eq!(goaways, [expected], "reads of {cut}: what the GOAWAY said");
+        }
+        let mut frames = FrameHeaders::default();
+        assert_eq!(
+            frames.follow(&frame(0x7, 0, &[0, 0, 0, 7])).goaway,
+            None,
+            "a GOAWAY too short for an error code is h2's to refuse"
+        );
+        let mut frames = FrameHeaders::default();
+        let long = frames.follow(&frame(0x7, 0, &[b'x'; 100_000])).goaway;
+        assert_eq!(
+            long.map(|goaway| goaway.debug_data.len()),
+            Some(GOAWAY_KEPT - 8),
+            "the debug data kept is bounded"
         );
         let mut frames = FrameHeaders::default();
         let empty_settings = frames.follow(&frame(0x4, 0, &[]));

@@ -130,6 +130,26 @@ impl Connection {
                         driver_handle
                             .refresh_peer_max_streams(|| connection.max_concurrent_send_streams());
                     }
+                    // A GOAWAY stops new streams now. Otherwise only a request
+                    // that finds a free slot would learn of it from h2, and
+                    // at the stream limit the requests waiting for a slot
+                    // would wait for the running streams to end.
+                    if let Some(goaway) = driver_handle.take_goaway_news() {
+                        let reason = h2::Reason::from(goaway.code);
+                        let debug_data = String::from_utf8_lossy(&goaway.debug_data);
+                        let detail = if debug_data.is_empty() {
+                            format!("server sent GOAWAY ({reason:?})")
+                        } else {
+                            format!("server sent GOAWAY ({reason:?}): {debug_data:?}")
+                        };
+                        if driver_handle.start_draining_with(
+                            ErrorKind::GoAway,
+                            detail,
+                            Some(reason),
+                        ) {
+                            tracing::debug!(?reason, %debug_data, "received GOAWAY, draining");
+                        }
+                    }
                     outcome
                 })
                 .await;
