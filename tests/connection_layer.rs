@@ -3,8 +3,9 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -15,7 +16,7 @@ use http::Request;
 use support::{body_bytes, get, ServerConfig, TestServer};
 use tower::limit::ConcurrencyLimitLayer;
 use tower::util::MapRequestLayer;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 #[tokio::test]
 async fn a_concurrency_limit_per_connection_holds_below_the_servers_stream_limit() {
@@ -213,4 +214,110 @@ async fn a_request_that_never_left_comes_back_with_its_body_boxed_for_the_layer(
         .expect("the request, its body boxed");
     assert_eq!(request.uri().path(), "/");
     assert_eq!(server.counters().requests.load(Ordering::SeqCst), 0);
+}
+
+/// A user's per-connection layer that is not ready while closed (a circuit
+/// breaker, an admission check), whatever the connection's stream slots.
+#[derive(Clone, Default)]
+struct Gate {
+    closed: Arc<AtomicBool>,
+    waiting: Arc<Mutex<Option<Waker>>>,
+}
+
+#[derive(Clone)]
+struct Gated<S> {
+    gate: Gate,
+    inner: S,
+}
+
+impl<S> Layer<S> for Gate {
+    type Service = Gated<S>;
+    fn layer(&self, inner: S) -> Gated<S> {
+        Gated {
+            gate: self.clone(),
+            inner,
+        }
+    }
+}
+
+impl<S: Service<Request<RequestBody>>> Service<Request<RequestBody>> for Gated<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        if self.gate.closed.load(Ordering::SeqCst) {
+            *self.gate.waiting.lock().unwrap() = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<RequestBody>) -> S::Future {
+        self.inner.call(request)
+    }
+}
+
+/// Lets every spawned task run as far as it can.
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// A request that waits both for a slot and on a connection it holds (whose
+/// layer was not ready) is registered twice for the origin's slot wake-ups.
+/// When two slots free at once, both wake-ups may go to it; it takes one
+/// slot and must pass the other wake-up on to the next waiter, which would
+/// otherwise sleep with a slot free (here, with no pending timeout, for
+/// ever).
+#[tokio::test]
+async fn a_waiter_woken_twice_for_one_slot_passes_the_other_wake_up_on() {
+    let server = TestServer::start(ServerConfig {
+        max_concurrent_streams: Some(2),
+        ..ServerConfig::default()
+    })
+    .await;
+    let gate = Gate::default();
+    let pool = Pool::builder()
+        .max_connections_per_origin(1)
+        .pending_timeout(None)
+        .connection_layer(gate.clone())
+        .build();
+    let response = pool.clone().oneshot(get(server.url("/"))).await;
+    body_bytes(response.unwrap()).await.unwrap();
+    // Slot 1: a download whose body is held unread.
+    let first = pool
+        .clone()
+        .oneshot(get(server.url("/download/1000000")))
+        .await;
+
+    // The twice-registered request: it finds the free slot, but the gate is
+    // closed, so it holds that connection and waits on it.
+    gate.closed.store(true, Ordering::SeqCst);
+    let held = tokio::spawn(pool.clone().oneshot(get(server.url("/delay/10000"))));
+    settle().await;
+    gate.closed.store(false, Ordering::SeqCst);
+    // Slot 2 goes to another download; then the gate wakes the held request,
+    // whose connection now has no slot: it waits for one there too.
+    let second = pool
+        .clone()
+        .oneshot(get(server.url("/download/1000000")))
+        .await;
+    let wake = gate.waiting.lock().unwrap().take();
+    wake.expect("the held request waits on the gate").wake();
+    settle().await;
+
+    let next = tokio::spawn(pool.clone().oneshot(get(server.url("/"))));
+    settle().await;
+    assert_eq!(pool.stats().total().requests_waiting, 2);
+    drop((first, second));
+
+    let next = tokio::time::timeout(Duration::from_secs(10), next)
+        .await
+        .expect("the next request gets the second free slot")
+        .unwrap();
+    assert_eq!(body_bytes(next.unwrap()).await.unwrap(), "ok");
+    held.abort();
 }

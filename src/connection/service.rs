@@ -303,11 +303,14 @@ impl Connection {
             }
             let waiters = self.handle.slot_waiters();
             let waiter = self.waiter.get_or_insert_with(|| waiters.wait());
-            // Registered now: look again, so a slot freed since the first
-            // look still wakes us.
+            // Registered now: look again, so a slot freed (or the
+            // connection retired) since the first look still wakes us.
             waiter.enable();
             if let Some(slot) = self.handle.try_reserve() {
                 self.slot = Some(slot);
+                continue;
+            }
+            if !self.handle.is_open() {
                 continue;
             }
             match waiter.poll(cx) {

@@ -275,7 +275,7 @@ impl OriginPool {
             }
             if let Some(mut candidate) = waiter.candidate.take() {
                 match poll_candidate::<B>(&mut candidate, cx) {
-                    Candidate::Ready => return Poll::Ready(Ok(acquired(waiter, *candidate))),
+                    Candidate::Ready => return Poll::Ready(Ok(self.acquired(waiter, *candidate))),
                     Candidate::Failed(error) => {
                         waiter.unregister();
                         return Poll::Ready(Err(error));
@@ -294,7 +294,7 @@ impl OriginPool {
                 // The layers check the connection right before dispatch: this
                 // is where a GOAWAY, an age limit or a dead PING shows up.
                 match poll_candidate::<B>(&mut candidate, cx) {
-                    Candidate::Ready => return Poll::Ready(Ok(acquired(waiter, candidate))),
+                    Candidate::Ready => return Poll::Ready(Ok(self.acquired(waiter, candidate))),
                     Candidate::Failed(error) => {
                         waiter.unregister();
                         return Poll::Ready(Err(error));
@@ -394,6 +394,31 @@ impl OriginPool {
             Candidate::Failed(error) => FirstLook::Failed(error, request),
             Candidate::NotYet | Candidate::Gone => FirstLook::Wait(request),
         }
+    }
+
+    /// Hands `connection` to the request, which stops waiting.
+    fn acquired(&self, waiter: &mut Waiter, connection: PooledConnection) -> PooledConnection {
+        let waited = waiter.registered.is_some();
+        waiter.notified = None;
+        // A connection held while it was not ready gives back what it reserved.
+        waiter.candidate = None;
+        waiter.unregister();
+        // A request that waited may have taken two wake-ups for one slot: one
+        // for its own registration and one for its held candidate's (whose
+        // connection waits for a slot too). A wake-up taken is not passed on
+        // when the registration goes, so pass one on while a slot is free,
+        // or another request would sleep beside it.
+        if waited && self.has_free_slot() {
+            self.slot_waiters.wake_one();
+        }
+        connection
+    }
+
+    fn has_free_slot(&self) -> bool {
+        lock(&self.state)
+            .connections
+            .iter()
+            .any(|connection| connection.handle().free_slots() > 0)
     }
 
     /// The least-loaded open connection with a free slot (other than the
@@ -970,15 +995,6 @@ where
         Poll::Ready(Ok(())) => Candidate::Ready,
         Poll::Pending => Candidate::NotYet,
     }
-}
-
-/// Hands `connection` to the request, which stops waiting.
-fn acquired(waiter: &mut Waiter, connection: PooledConnection) -> PooledConnection {
-    waiter.notified = None;
-    // A connection held while it was not ready gives back what it reserved.
-    waiter.candidate = None;
-    waiter.unregister();
-    connection
 }
 
 /// Finishes a connect task's account if the task ends without doing so.
