@@ -14,6 +14,7 @@ pub mod drain;
 mod error;
 #[cfg(feature = "tonic")]
 pub mod grpc;
+mod jitter;
 pub mod pool;
 pub mod readiness;
 pub mod replay;

@@ -1,5 +1,3 @@
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use crate::connection::ConnectionHandle;
@@ -80,9 +78,7 @@ impl DrainPolicy {
     /// This connection's age limit, jittered.
     pub(crate) fn age_limit(&self, handle: &ConnectionHandle) -> Option<Duration> {
         let max_age = self.max_age?;
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(handle.id());
-        let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+        let unit = crate::jitter::random_unit(handle.id());
         // Through `try_from`: a huge age (Duration::MAX, say) must not panic
         // on the round trip through f64.
         let factor = 1.0 - self.age_jitter * unit;

@@ -1,7 +1,6 @@
 //! The connections of one origin, and how a request gets a stream slot on one.
 
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
@@ -690,19 +689,12 @@ impl OriginPool {
         backoff
     }
 
-    /// Exponential with "equal jitter": half fixed, half random, so a crowd
-    /// of clients spreads out without any one waiting near zero.
     fn backoff(&self, failures_in_a_row: u32) -> Duration {
-        let exponent = failures_in_a_row.saturating_sub(1).min(20);
-        let full = self
-            .config
-            .connect_backoff
-            .saturating_mul(1 << exponent)
-            .min(self.config.max_connect_backoff);
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u32(failures_in_a_row);
-        let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
-        full / 2 + (full / 2).mul_f64(unit)
+        crate::jitter::backoff(
+            self.config.connect_backoff,
+            self.config.max_connect_backoff,
+            failures_in_a_row.saturating_sub(1),
+        )
     }
 
     /// Called by a connection's watcher once it has closed and its last
