@@ -84,6 +84,33 @@ async fn a_request_refused_every_time_fails_after_five_attempts() {
     assert_eq!(stats.gave_up_attempts, 1);
 }
 
+/// The first replay goes at once; a request refused again waits a backoff
+/// before each later one: at least half of 40, 80 and 160 ms here.
+#[tokio::test]
+async fn a_request_refused_again_waits_a_growing_backoff_before_each_later_replay() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let base = Duration::from_millis(40);
+    let pool = Pool::builder()
+        .replay(Some(
+            ReplayLayer::new().backoff(base, Duration::from_secs(1)),
+        ))
+        .build();
+    let started = std::time::Instant::now();
+    let error = pool
+        .clone()
+        .oneshot(get_with_id(server.url("/refuse"), "always"))
+        .await
+        .expect_err("refused every time");
+    let took = started.elapsed();
+    assert_eq!(error.kind(), ErrorKind::Refused);
+    assert_eq!(server.counters().refused.load(Ordering::SeqCst), 5);
+    let least = (base + base * 2 + base * 4) / 2;
+    assert!(
+        took >= least,
+        "five attempts took {took:?}: the last three should have waited {least:?} or more"
+    );
+}
+
 #[tokio::test]
 async fn a_32_kib_post_refused_after_its_body_went_out_is_replayed_byte_for_byte() {
     let server = TestServer::start(ServerConfig::default()).await;

@@ -7,6 +7,7 @@ use std::task::{ready, Context, Poll};
 use http::request::Parts;
 use http::{Method, Request, Response};
 use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::body::ReplayBody;
@@ -68,7 +69,11 @@ pin_project! {
     #[project = AttemptProj]
     enum Attempt<F, R> {
         Sending { #[pin] future: F },
-        GettingReady { request: Option<Box<R>> },
+        GettingReady {
+            request: Option<Box<R>>,
+            // The backoff before this attempt, if it waits one.
+            backoff: Option<Pin<Box<Sleep>>>,
+        },
     }
 }
 
@@ -134,17 +139,28 @@ where
                             return Poll::Ready(Err(error));
                         };
                         match next_attempt(replay, *this.attempts, error) {
-                            Ok(request) => {
+                            Ok((request, delivery)) => {
                                 *this.attempts += 1;
+                                let backoff = replay
+                                    .shared
+                                    .policy
+                                    .backoff
+                                    .before(*this.attempts, delivery)
+                                    .map(|wait| Box::pin(tokio::time::sleep(wait)));
                                 this.attempt.set(Attempt::GettingReady {
                                     request: Some(Box::new(request)),
+                                    backoff,
                                 });
                             }
                             Err(error) => return Poll::Ready(Err(error)),
                         }
                     }
                 },
-                AttemptProj::GettingReady { request } => {
+                AttemptProj::GettingReady { request, backoff } => {
+                    if let Some(wait) = backoff {
+                        ready!(wait.as_mut().poll(cx));
+                        *backoff = None;
+                    }
                     let Some(replay) = this.replay.as_mut() else {
                         unreachable!("only a replay gets ready for another attempt");
                     };
@@ -163,12 +179,13 @@ where
     }
 }
 
-/// The request for the next attempt, or the error to give the caller.
+/// The request for the next attempt and how the last one ended, or the
+/// error to give the caller.
 fn next_attempt<S, B, C, E>(
     replay: &mut ReplayState<S, B, C>,
     attempts: u32,
     mut error: E,
-) -> Result<Request<ReplayBody<B>>, E>
+) -> Result<(Request<ReplayBody<B>>, Delivery), E>
 where
     S: Clone,
     C: Classify<E>,
@@ -231,7 +248,7 @@ where
     };
     Counters::add(counter);
     tracing::debug!(%uri, attempt = attempts + 1, ?delivery, %error, "replaying request");
-    Ok(request)
+    Ok((request, delivery))
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tower::retry::budget::Budget;
 use tower_layer::Layer;
@@ -8,11 +9,17 @@ use super::budget::RecentRequestsBudget;
 use super::classify::SourceChainClassifier;
 use super::service::Replay;
 use super::stats::{Counters, ReplayStats};
+use crate::error::Delivery;
 
 /// At most 5 attempts per request, as gRPC caps them.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Up to 64 KiB of a request body is kept for replays.
 pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
+/// The wait before the second replay of a refused request, as Envoy's
+/// retries start; it doubles for each replay after.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
+/// The longest wait between replays, as Envoy caps its retries'.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_millis(250);
 
 /// Sends again requests that the server provably did not process.
 ///
@@ -40,6 +47,7 @@ pub(crate) struct Policy<C> {
     pub(crate) buffer_limit: usize,
     pub(crate) retry_idempotent: bool,
     pub(crate) replay_connect_failures: bool,
+    pub(crate) backoff: Backoff,
     pub(crate) classifier: C,
     pub(crate) budget: Arc<dyn Budget + Send + Sync>,
     pub(crate) counters: Arc<Counters>,
@@ -57,6 +65,10 @@ impl ReplayLayer {
                 buffer_limit: DEFAULT_BUFFER_LIMIT,
                 retry_idempotent: false,
                 replay_connect_failures: false,
+                backoff: Backoff {
+                    base: DEFAULT_BACKOFF_BASE,
+                    max: DEFAULT_BACKOFF_MAX,
+                },
                 classifier: SourceChainClassifier,
                 budget: Arc::new(RecentRequestsBudget::default()),
                 counters: Arc::default(),
@@ -115,6 +127,25 @@ impl<C: Clone> ReplayLayer<C> {
         self.with(|policy| policy.replay_connect_failures = enabled)
     }
 
+    /// How long to wait before a replay. The first replay goes at once, as
+    /// gRPC's transparent retry and Go's Transport send it: a refusal is
+    /// usually one connection's news (a GOAWAY, a stream limit just
+    /// lowered), and the replay goes to another. A request refused again
+    /// meets a server turning work away, so each later replay waits `base`,
+    /// doubling up to `max`, half of it random, as Envoy's retries wait
+    /// (25 ms and 250 ms by default). A request that never left the client
+    /// goes again at once, whatever its attempt: the server has not seen it.
+    /// `Duration::ZERO` sends every replay at once. The wait is a tokio
+    /// timer.
+    pub fn backoff(self, base: Duration, max: Duration) -> Self {
+        self.with(|policy| {
+            policy.backoff = Backoff {
+                base,
+                max: max.max(base),
+            }
+        })
+    }
+
     /// Judges errors with `classifier` instead of [`SourceChainClassifier`].
     pub fn classifier<C2>(self, classifier: C2) -> ReplayLayer<C2> {
         let policy = (*self.policy).clone();
@@ -124,6 +155,7 @@ impl<C: Clone> ReplayLayer<C> {
                 buffer_limit: policy.buffer_limit,
                 retry_idempotent: policy.retry_idempotent,
                 replay_connect_failures: policy.replay_connect_failures,
+                backoff: policy.backoff,
                 classifier,
                 budget: policy.budget,
                 counters: policy.counters,
@@ -159,5 +191,61 @@ impl<C> fmt::Debug for ReplayLayer<C> {
             .field("buffer_limit", &self.policy.buffer_limit)
             .field("retry_idempotent", &self.policy.retry_idempotent)
             .finish_non_exhaustive()
+    }
+}
+
+/// The waits between replays of a request the server refused.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    base: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// The wait before `attempt` (the first replay is attempt 2), after an
+    /// attempt that ended as `delivery`.
+    pub(crate) fn before(&self, attempt: u32, delivery: Delivery) -> Option<Duration> {
+        if attempt <= 2 || delivery == Delivery::NeverSent || self.base.is_zero() {
+            return None;
+        }
+        Some(crate::jitter::backoff(self.base, self.max, attempt - 3))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_request_refused_again_waits_before_its_replay() {
+        let backoff = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(300),
+        };
+        assert_eq!(
+            backoff.before(2, Delivery::Refused),
+            None,
+            "the first replay"
+        );
+        assert_eq!(backoff.before(5, Delivery::NeverSent), None, "never sent");
+        for (attempt, full) in [(3, 100), (4, 200), (5, 300), (9, 300)] {
+            let full = Duration::from_millis(full);
+            for delivery in [Delivery::Refused, Delivery::MaybeProcessed] {
+                let wait = backoff.before(attempt, delivery).expect("a wait");
+                assert!(
+                    full / 2 <= wait && wait <= full,
+                    "attempt {attempt}: {wait:?}"
+                );
+            }
+        }
+        let off = Backoff {
+            base: Duration::ZERO,
+            max: Duration::ZERO,
+        };
+        assert_eq!(
+            off.before(5, Delivery::Refused),
+            None,
+            "a zero base turns it off"
+        );
     }
 }

@@ -20,7 +20,9 @@
 //!
 //! A request whose response headers arrived is committed and never replayed:
 //! the response future has resolved. Replays are bounded by an attempt cap
-//! (5, as gRPC's) and a [retry budget](ReplayLayer::retry_budget), and each
+//! (5, as gRPC's) and a [retry budget](ReplayLayer::retry_budget); a request
+//! refused more than once waits a [backoff](ReplayLayer::backoff) between
+//! replays, as Go's Transport and Envoy wait. Each
 //! shows in tracing (at debug level), in [`ReplayLayer::stats`] and in the
 //! response's [`Attempts`] extension.
 //!
@@ -61,7 +63,10 @@ pub use self::body::ReplayBody;
 pub use self::budget::RecentRequestsBudget;
 pub use self::classify::{Classify, SourceChainClassifier};
 pub use self::future::{Attempts, ResponseFuture};
-pub use self::layer::{ReplayLayer, DEFAULT_BUFFER_LIMIT, DEFAULT_MAX_ATTEMPTS};
+pub use self::layer::{
+    ReplayLayer, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_BUFFER_LIMIT,
+    DEFAULT_MAX_ATTEMPTS,
+};
 pub use self::service::Replay;
 pub use self::stats::ReplayStats;
 pub use tower::retry::budget::{Budget, TpsBudget};
