@@ -6,12 +6,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use h2::Reason;
 use h2pool::connection::{Connection, HasHandle, Http2Settings, Phase};
 use h2pool::drain::{DrainLayer, DrainPolicy};
 use h2pool::{Delivery, ErrorKind, Pool};
+use http_body_util::{BodyExt, Full};
 use support::{body_bytes, get, get_with_id, ServerConfig, TestServer};
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 #[tokio::test]
 async fn a_graceful_goaway_in_the_middle_of_64_streams_fails_none() {
@@ -472,5 +474,65 @@ async fn a_goaway_on_a_full_connection_sends_the_waiting_requests_to_a_new_one()
         "on a new connection, the draining one not counting"
     );
     assert!(!long.is_finished(), "while the long stream still runs");
+    long.abort();
+}
+
+/// A slot reserved before the server's GOAWAY: no stream may start on it
+/// now, and the request comes back untouched, one-shot body and all, rather
+/// than going into h2, which would refuse it and keep it.
+#[tokio::test]
+async fn a_call_on_a_slot_reserved_before_the_servers_goaway_hands_the_request_back() {
+    type Request = http::Request<Full<Bytes>>;
+    let server = TestServer::start(ServerConfig::default()).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connect to the test server");
+    let mut connection = Connection::handshake(tcp, &Http2Settings::default())
+        .await
+        .expect("handshake");
+    // A long stream keeps the connection open through its drain.
+    let long = tokio::spawn(
+        connection.clone().oneshot(
+            http::Request::get(server.url("/delay/60000"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        ),
+    );
+    support::wait_for_one_active_stream(&server).await;
+    ServiceExt::<Request>::ready(&mut connection)
+        .await
+        .expect("a slot");
+    let handle = connection.handle().clone();
+    server.goaway_all();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let changed = handle.phase_changed_notify().notified();
+            if handle.phase() != Phase::Open {
+                break;
+            }
+            changed.await;
+        }
+    })
+    .await
+    .expect("the GOAWAY drains the connection");
+
+    let request = http::Request::post(server.url("/echo"))
+        .body(Full::new(Bytes::from_static(b"kept")))
+        .unwrap();
+    let mut error = connection
+        .call(request)
+        .await
+        .expect_err("no stream starts after a GOAWAY");
+    assert_eq!(error.delivery(), Delivery::NeverSent, "{error}");
+    let request = error
+        .take_request::<Request>()
+        .expect("the request comes back");
+    let body = request.into_body().collect().await.expect("a full body");
+    assert_eq!(body.to_bytes(), "kept");
+    assert_eq!(
+        handle.phase(),
+        Phase::Draining,
+        "the long stream still runs"
+    );
     long.abort();
 }

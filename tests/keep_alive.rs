@@ -222,3 +222,55 @@ async fn a_stream_started_after_a_silence_longer_than_the_interval_is_pinged_at_
     );
     server.resume();
 }
+
+/// grpc-go's "too_many_pings" GOAWAY can refuse streams in flight, and h2
+/// wakes each as it decodes the frame. The pool must still read the
+/// server's words and slow its PINGs down: the drain takes them from the
+/// frame as it is read, before any refused stream reports the GOAWAY with
+/// its code alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_too_many_pings_goaway_that_refuses_streams_in_flight_still_slows_the_pings() {
+    let server = RawServer::start(|mut conn| async move {
+        conn.handshake(&[]).await?;
+        loop {
+            let frame = conn.read_frame().await?;
+            match frame.kind {
+                kind::PING if !frame.has_flag(flag::ACK) => {
+                    conn.send_goaway(0, code::ENHANCE_YOUR_CALM, b"too_many_pings")
+                        .await?;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    conn.close().await;
+                    return Ok(());
+                }
+                // Requests are left unanswered: the GOAWAY refuses them.
+                kind::HEADERS => {}
+                _ => {
+                    conn.answer_housekeeping(&frame).await?;
+                }
+            }
+        }
+    })
+    .await;
+    let interval = Duration::from_millis(50);
+    let keep_alive = KeepAlive::new(interval, Duration::from_secs(5));
+    let pool = Pool::builder()
+        .keep_alive(Some(keep_alive.clone()))
+        .replay(None)
+        .build();
+    // Many streams, so that some refused stream's task could run before
+    // the connection's task finishes decoding the GOAWAY.
+    let requests: Vec<_> = (0..32)
+        .map(|_| tokio::spawn(pool.clone().oneshot(get(server.url("/")))))
+        .collect();
+    for request in requests {
+        let error = request.await.unwrap().expect_err("refused by the GOAWAY");
+        assert_eq!(error.kind(), ErrorKind::GoAway, "{error}");
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || keep_alive.interval()
+            == interval * 2)
+        .await,
+        "the interval is {:?}, not doubled",
+        keep_alive.interval()
+    );
+}

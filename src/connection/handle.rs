@@ -86,8 +86,6 @@ pub(crate) struct Shared {
     answered: AtomicBool,
     /// Whether a GOAWAY frame came in (seen in the bytes read).
     goaway_received: AtomicBool,
-    /// A GOAWAY came in that the connection's task has not acted on.
-    goaway_news: Mutex<Option<GoAwaySeen>>,
     /// Whether the server (or the network) ended the connection, rather
     /// than this client: for the connect backoff.
     ended_by_server: AtomicBool,
@@ -153,7 +151,6 @@ impl ConnectionHandle {
                 heard_from_ms: AtomicU64::new(0),
                 answered: AtomicBool::new(false),
                 goaway_received: AtomicBool::new(false),
-                goaway_news: Mutex::new(None),
                 ended_by_server: AtomicBool::new(false),
                 settings_applied: AtomicBool::new(false),
                 driver: Mutex::new(None),
@@ -456,21 +453,23 @@ impl ConnectionHandle {
         self.shared.stamp(&self.shared.heard_from_ms);
     }
 
-    /// Notes that a GOAWAY came in, for the connection's task to act on at
-    /// the end of its turn.
+    /// Notes that a GOAWAY came in, and drains the connection: no new
+    /// stream may start on it. Called as the frame is read, before h2
+    /// decodes it and wakes the streams it refuses, so the close reason
+    /// keeps the server's words ("too_many_pings", say): a refused stream's
+    /// report of the GOAWAY has only its code.
     pub(crate) fn note_goaway_received(&self, goaway: GoAwaySeen) {
-        *lock(&self.shared.goaway_news) = Some(goaway);
         self.shared.goaway_received.store(true, Ordering::Release);
-    }
-
-    /// The GOAWAY that came in since the last call, if one did.
-    pub(crate) fn take_goaway_news(&self) -> Option<GoAwaySeen> {
-        // No lock before one came: this runs on every turn of the
-        // connection task.
-        if !self.goaway_received() {
-            return None;
+        let reason = h2::Reason::from(goaway.code);
+        let debug_data = String::from_utf8_lossy(&goaway.debug_data);
+        let detail = if debug_data.is_empty() {
+            format!("server sent GOAWAY ({reason:?})")
+        } else {
+            format!("server sent GOAWAY ({reason:?}): {debug_data:?}")
+        };
+        if self.start_draining_with(ErrorKind::GoAway, detail, Some(reason)) {
+            tracing::debug!(connection = self.id(), ?reason, %debug_data, "received GOAWAY, draining");
         }
-        lock(&self.shared.goaway_news).take()
     }
 
     /// Whether the server has sent GOAWAY on this connection.

@@ -19,8 +19,8 @@ pin_project! {
     /// two frames h2 does not report:
     /// - GOAWAY: no new stream may start, and h2 tells only the request
     ///   that tries one. A connection at its stream limit gets no such
-    ///   request, so the connection's task drains it, waking the requests
-    ///   that wait for a slot. Also, h2 ends a connection the same way after
+    ///   request, so the read drains it, waking the requests that wait for
+    ///   a slot. Also, h2 ends a connection the same way after
     ///   GOAWAY(NO_ERROR) and after a bare close, and only the first is a
     ///   graceful end that says how many streams the server takes per
     ///   connection.

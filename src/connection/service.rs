@@ -130,26 +130,6 @@ impl Connection {
                         driver_handle
                             .refresh_peer_max_streams(|| connection.max_concurrent_send_streams());
                     }
-                    // A GOAWAY stops new streams now. Otherwise only a request
-                    // that finds a free slot would learn of it from h2, and
-                    // at the stream limit the requests waiting for a slot
-                    // would wait for the running streams to end.
-                    if let Some(goaway) = driver_handle.take_goaway_news() {
-                        let reason = h2::Reason::from(goaway.code);
-                        let debug_data = String::from_utf8_lossy(&goaway.debug_data);
-                        let detail = if debug_data.is_empty() {
-                            format!("server sent GOAWAY ({reason:?})")
-                        } else {
-                            format!("server sent GOAWAY ({reason:?}): {debug_data:?}")
-                        };
-                        if driver_handle.start_draining_with(
-                            ErrorKind::GoAway,
-                            detail,
-                            Some(reason),
-                        ) {
-                            tracing::debug!(?reason, %debug_data, "received GOAWAY, draining");
-                        }
-                    }
                     outcome
                 })
                 .await;
@@ -367,10 +347,10 @@ where
             };
             return ResponseFuture::failed(error.with_request(request));
         };
-        // A slot reserved before a drain began still gets its stream: a drain
-        // we start ourselves is graceful, and after a server's GOAWAY h2
-        // refuses the stream itself, as never sent.
-        if self.handle.phase() == Phase::Closed {
+        // A slot reserved before a drain of ours began still gets its
+        // stream: our drains are graceful. After a server's GOAWAY h2 would
+        // refuse the stream, taking the request with it: it goes back now.
+        if self.handle.phase() == Phase::Closed || self.handle.goaway_received() {
             return ResponseFuture::failed(not_open_error(&self.handle).with_request(request));
         }
 

@@ -61,11 +61,11 @@ impl StreamGuard {
         let handle = self.slot.handle();
         handle.record_refused_by_goaway();
         let reason = error.reason();
-        if handle.start_draining_with(
-            ErrorKind::GoAway,
-            format!("server sent GOAWAY ({reason:?})"),
-            reason,
-        ) {
+        let detail = match reason {
+            Some(reason) => format!("server sent GOAWAY ({reason:?})"),
+            None => "server sent GOAWAY".to_owned(),
+        };
+        if handle.start_draining_with(ErrorKind::GoAway, detail, reason) {
             tracing::debug!(
                 connection = handle.id(),
                 ?reason,
