@@ -55,6 +55,9 @@ pin_project! {
 
 struct ReplayState<S, B, C> {
     shared: Arc<ReplayShared<S, C>>,
+    // Attempts the server turned away (not those that never left the
+    // client), for the backoff.
+    turned_away: u32,
     // A clone of the inner service, made for the first replay.
     service: Option<S>,
     head: Parts,
@@ -100,6 +103,7 @@ where
             attempt: Attempt::Sending { future },
             replay: body.map(|body| ReplayState {
                 shared,
+                turned_away: 0,
                 service: None,
                 head,
                 body,
@@ -141,11 +145,14 @@ where
                         match next_attempt(replay, *this.attempts, error) {
                             Ok((request, delivery)) => {
                                 *this.attempts += 1;
+                                if delivery != Delivery::NeverSent {
+                                    replay.turned_away += 1;
+                                }
                                 let backoff = replay
                                     .shared
                                     .policy
                                     .backoff
-                                    .before(*this.attempts, delivery)
+                                    .before(replay.turned_away, delivery)
                                     .map(|wait| Box::pin(tokio::time::sleep(wait)));
                                 this.attempt.set(Attempt::GettingReady {
                                     request: Some(Box::new(request)),

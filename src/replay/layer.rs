@@ -127,16 +127,18 @@ impl<C: Clone> ReplayLayer<C> {
         self.with(|policy| policy.replay_connect_failures = enabled)
     }
 
-    /// How long to wait before a replay. The first replay goes at once, as
+    /// How long to wait before a replay. A request the server turned away
+    /// once (refused it, or, with [`retry_idempotent`](Self::retry_idempotent),
+    /// failed it after it may have been processed) goes again at once, as
     /// gRPC's transparent retry and Go's Transport send it: a refusal is
     /// usually one connection's news (a GOAWAY, a stream limit just
-    /// lowered), and the replay goes to another. A request refused again
-    /// meets a server turning work away, so each later replay waits `base`,
-    /// doubling up to `max`, half of it random, as Envoy's retries wait
-    /// (25 ms and 250 ms by default). A request that never left the client
-    /// goes again at once, whatever its attempt: the server has not seen it.
-    /// `Duration::ZERO` sends every replay at once. The wait is a tokio
-    /// timer.
+    /// lowered). One turned away again meets a server turning work away, so
+    /// each later such replay waits `base`, doubling up to `max`, half of it
+    /// random, as Envoy's retries wait (25 ms and 250 ms by default). A
+    /// request that never left the client goes again at once: the server
+    /// has not seen it. `Duration::ZERO` sends every replay at once. The
+    /// wait is a tokio timer; the replay is counted, and the budget spent,
+    /// before it.
     pub fn backoff(self, base: Duration, max: Duration) -> Self {
         self.with(|policy| {
             policy.backoff = Backoff {
@@ -202,13 +204,13 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
-    /// The wait before `attempt` (the first replay is attempt 2), after an
-    /// attempt that ended as `delivery`.
-    pub(crate) fn before(&self, attempt: u32, delivery: Delivery) -> Option<Duration> {
-        if attempt <= 2 || delivery == Delivery::NeverSent || self.base.is_zero() {
+    /// The wait before a replay whose request the server has turned away
+    /// `turned_away` times, the last attempt having ended as `delivery`.
+    pub(crate) fn before(&self, turned_away: u32, delivery: Delivery) -> Option<Duration> {
+        if turned_away <= 1 || delivery == Delivery::NeverSent || self.base.is_zero() {
             return None;
         }
-        Some(crate::jitter::backoff(self.base, self.max, attempt - 3))
+        Some(crate::jitter::backoff(self.base, self.max, turned_away - 2))
     }
 }
 
@@ -223,18 +225,18 @@ mod tests {
             max: Duration::from_millis(300),
         };
         assert_eq!(
-            backoff.before(2, Delivery::Refused),
+            backoff.before(1, Delivery::Refused),
             None,
-            "the first replay"
+            "turned away once"
         );
-        assert_eq!(backoff.before(5, Delivery::NeverSent), None, "never sent");
-        for (attempt, full) in [(3, 100), (4, 200), (5, 300), (9, 300)] {
+        assert_eq!(backoff.before(4, Delivery::NeverSent), None, "never sent");
+        for (turned_away, full) in [(2, 100), (3, 200), (4, 300), (9, 300)] {
             let full = Duration::from_millis(full);
             for delivery in [Delivery::Refused, Delivery::MaybeProcessed] {
-                let wait = backoff.before(attempt, delivery).expect("a wait");
+                let wait = backoff.before(turned_away, delivery).expect("a wait");
                 assert!(
                     full / 2 <= wait && wait <= full,
-                    "attempt {attempt}: {wait:?}"
+                    "turned away {turned_away}: {wait:?}"
                 );
             }
         }
