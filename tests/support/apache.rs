@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::real_server::{find_binary, free_port, scratch_dir, wait_until_listening};
+use super::real_server::{find_binary, free_port, scratch_dir, stop, wait_until_listening};
 
 /// Where the loadable modules are: `H2POOL_APACHE_MODULES`, or where
 /// Debian puts them.
@@ -159,22 +159,7 @@ DocumentRoot {htdocs}
 
 impl Drop for Apache {
     fn drop(&mut self) {
-        // SIGTERM, not SIGKILL: the parent then stops its children, which a
-        // killed parent would leave behind holding the port.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        stop(&mut self.child, &self.dir);
     }
 }
 

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use super::real_server::{find_binary, free_port, scratch_dir, wait_until_listening};
+use super::real_server::{find_binary, free_port, scratch_dir, stop, wait_until_listening};
 
 /// A running nginx.
 pub struct Nginx {
@@ -107,8 +107,6 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        stop(&mut self.child, &self.dir);
     }
 }

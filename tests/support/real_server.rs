@@ -5,6 +5,7 @@
 
 use std::net::TcpStream;
 use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -100,4 +101,24 @@ pub fn assert_no_failures(what: &str, pool: &Pool, failures: &[h2pool::Error], l
         failures.len(),
         first.join("\n")
     );
+}
+
+/// Stops a server's parent process with SIGTERM, so that it stops its
+/// workers too (a SIGKILLed parent leaves them behind, holding the port),
+/// and removes its scratch directory. SIGKILL after 10 s.
+pub fn stop(child: &mut Child, dir: &std::path::Path) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            let _ = std::fs::remove_dir_all(dir);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
 }
