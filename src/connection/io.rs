@@ -57,9 +57,10 @@ const ACK: u8 = 0x1;
 const FRAME_HEADER_LEN: usize = 9;
 
 /// The frames of interest that a run of bytes completed.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Seen {
-    goaway: Option<GoAwaySeen>,
+    /// What it said is in [`FrameHeaders::take_goaway`].
+    goaway: bool,
     settings: bool,
 }
 
@@ -81,18 +82,17 @@ struct FrameHeaders {
     // The frame whose payload is being read, if it is one of interest. It
     // counts once it is whole, for only then can h2 decode it.
     in_frame: Interest,
+    // The start of the last GOAWAY's payload: the last stream id and the
+    // error code, then debug data.
+    goaway_start: Vec<u8>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Interest {
     #[default]
     None,
     Settings,
-    /// The payload starts with the last stream id and the error code, then
-    /// debug data: the start of it is kept here.
-    GoAway {
-        start: Vec<u8>,
-    },
+    GoAway,
 }
 
 /// Where a GOAWAY's error code ends in its payload.
@@ -109,9 +109,11 @@ impl FrameHeaders {
         let mut seen = Seen::default();
         loop {
             let payload = self.payload_left.min(bytes.len());
-            if let Interest::GoAway { start } = &mut self.in_frame {
-                let wanted = GOAWAY_KEPT.saturating_sub(start.len()).min(payload);
-                start.extend_from_slice(&bytes[..wanted]);
+            if self.in_frame == Interest::GoAway {
+                let wanted = GOAWAY_KEPT
+                    .saturating_sub(self.goaway_start.len())
+                    .min(payload);
+                self.goaway_start.extend_from_slice(&bytes[..wanted]);
             }
             bytes = &bytes[payload..];
             self.payload_left -= payload;
@@ -121,18 +123,7 @@ impl FrameHeaders {
             match std::mem::take(&mut self.in_frame) {
                 Interest::None => {}
                 Interest::Settings => seen.settings = true,
-                Interest::GoAway { start } => {
-                    // A GOAWAY too short for a code is malformed, and h2
-                    // ends the connection.
-                    if let Some((&[_, _, _, _, a, b, c, d], debug_data)) =
-                        start.split_first_chunk::<GOAWAY_CODE_END>()
-                    {
-                        seen.goaway = Some(GoAwaySeen {
-                            code: u32::from_be_bytes([a, b, c, d]),
-                            debug_data: debug_data.to_vec(),
-                        });
-                    }
-                }
+                Interest::GoAway => seen.goaway = true,
             }
             if bytes.is_empty() {
                 return seen;
@@ -158,11 +149,27 @@ impl FrameHeaders {
                 self.payload_left = u32::from_be_bytes([0, a, b, c]) as usize;
                 self.in_frame = match kind {
                     SETTINGS if flags & ACK == 0 => Interest::Settings,
-                    GOAWAY => Interest::GoAway { start: Vec::new() },
+                    GOAWAY => {
+                        self.goaway_start.clear();
+                        Interest::GoAway
+                    }
                     _ => Interest::None,
                 };
             }
         }
+    }
+
+    /// What the last GOAWAY [`follow`](Self::follow) saw said. `None` for
+    /// one too short for an error code: malformed, and h2 ends the
+    /// connection.
+    fn take_goaway(&mut self) -> Option<GoAwaySeen> {
+        let start = std::mem::take(&mut self.goaway_start);
+        let (&[_, _, _, _, a, b, c, d], debug_data) =
+            start.split_first_chunk::<GOAWAY_CODE_END>()?;
+        Some(GoAwaySeen {
+            code: u32::from_be_bytes([a, b, c, d]),
+            debug_data: debug_data.to_vec(),
+        })
     }
 }
 
@@ -182,7 +189,7 @@ impl<IO: AsyncRead> AsyncRead for Watched<IO> {
         if let Some(read) = buf.filled().get(before..).filter(|read| !read.is_empty()) {
             this.handle.heard_from_server();
             let seen = this.frames.follow(read);
-            if let Some(goaway) = seen.goaway {
+            if let Some(goaway) = seen.goaway.then(|| this.frames.take_goaway()).flatten() {
                 this.handle.note_goaway_received(goaway);
             }
             *this.settings_read = seen.settings;
@@ -238,7 +245,7 @@ mod tests {
         let (mut goaway, mut settings) = (None, None);
         for (index, chunk) in stream.chunks(cut).enumerate() {
             let seen = frames.follow(chunk);
-            if seen.goaway.is_some() && goaway.is_none() {
+            if seen.goaway && goaway.is_none() {
                 goaway = Some(index * cut);
             }
             if seen.settings && settings.is_none() {
@@ -282,7 +289,10 @@ mod tests {
             let mut frames = FrameHeaders::default();
             let goaways: Vec<_> = stream
                 .chunks(cut)
-                .filter_map(|chunk| frames.follow(chunk).goaway)
+                .filter_map(|chunk| {
+                    let seen = frames.follow(chunk);
+                    seen.goaway.then(|| frames.take_goaway()).flatten()
+                })
                 .collect();
             let expected = GoAwaySeen {
                 code: 0xb,
@@ -291,13 +301,15 @@ mod tests {
             assert_eq!(goaways, [expected], "reads of {cut}: what the GOAWAY said");
         }
         let mut frames = FrameHeaders::default();
+        frames.follow(&frame(0x7, 0, &[0, 0, 0, 7]));
         assert_eq!(
-            frames.follow(&frame(0x7, 0, &[0, 0, 0, 7])).goaway,
+            frames.take_goaway(),
             None,
             "a GOAWAY too short for an error code is h2's to refuse"
         );
         let mut frames = FrameHeaders::default();
-        let long = frames.follow(&frame(0x7, 0, &[b'x'; 100_000])).goaway;
+        frames.follow(&frame(0x7, 0, &[b'x'; 100_000]));
+        let long = frames.take_goaway();
         assert_eq!(
             long.map(|goaway| goaway.debug_data.len()),
             Some(GOAWAY_KEPT - 8),
