@@ -2,8 +2,9 @@
 //!
 //! A draining connection takes no new stream; the streams it has run to
 //! their end, then it closes. The server starts a drain with GOAWAY (the
-//! [`Connection`](crate::connection::Connection) notices it at once through
-//! h2, and its streams above the GOAWAY's last stream id fail as
+//! [`Connection`](crate::connection::Connection) drains as it reads the
+//! frame, waking the requests that wait for a slot, and its streams above
+//! the GOAWAY's last stream id fail as
 //! [refused, not processed](crate::Delivery::Refused)). This layer adds the
 //! drains a client starts itself, as Envoy and grpc-go do:
 //!
