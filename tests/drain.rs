@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::Reason;
-use h2pool::connection::{Connection, HasHandle, Http2Settings, Phase};
+use h2pool::connection::{Connection, ConnectionHandle, HasHandle, Http2Settings, Phase};
 use h2pool::drain::{DrainLayer, DrainPolicy};
 use h2pool::{Delivery, ErrorKind, Pool};
 use http_body_util::{BodyExt, Full};
@@ -193,17 +193,9 @@ async fn a_graceful_goaway_no_request_saw_is_still_recorded_as_the_servers() {
         .expect("handshake");
     let handle = connection.handle().clone();
     server.goaway_all();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let changed = handle.phase_changed_notify().notified();
-            if handle.phase() == Phase::Closed {
-                break;
-            }
-            changed.await;
-        }
-    })
-    .await
-    .expect("the connection closes after the GOAWAY");
+    until_phase(&handle, |phase| phase == Phase::Closed)
+        .await
+        .expect("the connection closes after the GOAWAY");
     let reason = handle
         .close_reason()
         .expect("a closed connection has a reason");
@@ -451,15 +443,8 @@ async fn a_goaway_on_a_full_connection_sends_the_waiting_requests_to_a_new_one()
     let long = tokio::spawn(pool.clone().oneshot(get(server.url("/delay/60000"))));
     support::wait_for_one_active_stream(&server).await;
     let waiting = tokio::spawn(pool.clone().oneshot(get(server.url("/"))));
-    assert!(
-        support::eventually(Duration::from_secs(5), || pool
-            .stats()
-            .total()
-            .requests_waiting
-            == 1)
-        .await,
-        "the second request waits for the only slot"
-    );
+    // The second request waits for the only slot.
+    support::wait_for_one_waiting_request(&pool).await;
 
     server.goaway_all();
     let response = tokio::time::timeout(Duration::from_secs(10), waiting)
@@ -504,17 +489,9 @@ async fn a_call_on_a_slot_reserved_before_the_servers_goaway_hands_the_request_b
         .expect("a slot");
     let handle = connection.handle().clone();
     server.goaway_all();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let changed = handle.phase_changed_notify().notified();
-            if handle.phase() != Phase::Open {
-                break;
-            }
-            changed.await;
-        }
-    })
-    .await
-    .expect("the GOAWAY drains the connection");
+    until_phase(&handle, |phase| phase != Phase::Open)
+        .await
+        .expect("the GOAWAY drains the connection");
 
     let request = http::Request::post(server.url("/echo"))
         .body(Full::new(Bytes::from_static(b"kept")))
@@ -535,4 +512,21 @@ async fn a_call_on_a_slot_reserved_before_the_servers_goaway_hands_the_request_b
         "the long stream still runs"
     );
     long.abort();
+}
+
+/// Waits (up to 5 s) until the connection's phase is one `wanted` accepts.
+async fn until_phase(
+    handle: &ConnectionHandle,
+    wanted: impl Fn(Phase) -> bool,
+) -> Result<(), tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let changed = handle.phase_changed_notify().notified();
+            if wanted(handle.phase()) {
+                return;
+            }
+            changed.await;
+        }
+    })
+    .await
 }

@@ -145,14 +145,7 @@ async fn pending_limit_and_pending_timeout_fail_waiting_requests_clearly() {
         let url = server.url("/");
         async move { get(&pool, &url).await }
     });
-    assert!(
-        support::eventually(Duration::from_secs(5), || pool
-            .stats()
-            .total()
-            .requests_waiting
-            == 1)
-        .await
-    );
+    support::wait_for_one_waiting_request(&pool).await;
 
     let over_limit = get(&pool, &server.url("/"))
         .await

@@ -47,6 +47,19 @@ pub async fn wait_for_one_active_stream(server: &TestServer) {
     );
 }
 
+/// Waits (up to 5 s) until exactly one request waits for a slot in `pool`.
+pub async fn wait_for_one_waiting_request(pool: &h2pool::Pool) {
+    assert!(
+        eventually(Duration::from_secs(5), || pool
+            .stats()
+            .total()
+            .requests_waiting
+            == 1)
+        .await,
+        "no request ever waited for a slot alone"
+    );
+}
+
 /// Logs to the test output when `RUST_LOG` is set.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
