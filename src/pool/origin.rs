@@ -407,17 +407,10 @@ impl OriginPool {
         // connection waits for a slot too). A wake-up taken is not passed on
         // when the registration goes, so pass one on while a slot is free,
         // or another request would sleep beside it.
-        if waited && self.has_free_slot() {
+        if waited && has_free_slot(&lock(&self.state)) {
             self.slot_waiters.wake_one();
         }
         connection
-    }
-
-    fn has_free_slot(&self) -> bool {
-        lock(&self.state)
-            .connections
-            .iter()
-            .any(|connection| connection.handle().free_slots() > 0)
     }
 
     /// The least-loaded open connection with a free slot (other than the
@@ -500,15 +493,11 @@ impl OriginPool {
             // A replacement before waiting requests need one, when the retired
             // connection was in use and those left have no room. (An idle one
             // that retires is not replaced: that would churn forever.)
-            // Whether any slot is free, not how many: a connection to a
-            // server with no stream limit has usize::MAX of them, and two
-            // such would overflow a sum.
-            let room_left = state
-                .connections
-                .iter()
-                .any(|c| c.handle().free_slots() > 0);
             let in_demand = busy_retired || state.waiting > 0;
-            if in_demand && !room_left && self.should_connect(state, state.connections.len()) {
+            if in_demand
+                && !has_free_slot(state)
+                && self.should_connect(state, state.connections.len())
+            {
                 self.spawn_connect(state);
             }
             self.slot_waiters.wake_all();
@@ -893,6 +882,16 @@ impl fmt::Debug for OriginPool {
             .field("origin", &self.key)
             .finish()
     }
+}
+
+/// Whether any open connection has a free stream slot. (Whether any, not how
+/// many: a connection to a server with no stream limit has usize::MAX of
+/// them, and two such would overflow a sum.)
+fn has_free_slot(state: &OriginState) -> bool {
+    state
+        .connections
+        .iter()
+        .any(|connection| connection.handle().free_slots() > 0)
 }
 
 /// Whether every open connection has a stream limit of zero.
