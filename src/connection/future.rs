@@ -117,7 +117,7 @@ impl Future for ResponseFuture {
         }
         let error = guard.stream_error(h2_error, false);
         if error.kind() == ErrorKind::GoAway && error.is_refused() {
-            guard.note_refused_by_goaway(&error);
+            guard.note_refused_by_goaway();
         }
         self.state = State::Failed(None);
         Poll::Ready(Err(error))

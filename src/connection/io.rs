@@ -15,8 +15,8 @@ pin_project! {
     /// alive (a PONG, a SETTINGS, a response on any stream), and one note per
     /// read rather than per frame keeps the clock off each request's path.
     ///
-    /// It also follows the server's frame headers (not their payloads), for
-    /// two frames h2 does not report:
+    /// It also follows the server's frame headers (skipping the payloads,
+    /// all but the start of a GOAWAY's), for two frames h2 does not report:
     /// - GOAWAY: no new stream may start, and h2 tells only the request
     ///   that tries one. A connection at its stream limit gets no such
     ///   request, so the read drains it, waking the requests that wait for

@@ -55,23 +55,11 @@ impl StreamGuard {
         self.body_task.is_some()
     }
 
-    /// Notes that the server's GOAWAY refused this stream. That is news of
-    /// the GOAWAY too, which may come before any `poll_ready` sees it.
-    pub(crate) fn note_refused_by_goaway(&self, error: &Error) {
-        let handle = self.slot.handle();
-        handle.record_refused_by_goaway();
-        let reason = error.reason();
-        let detail = match reason {
-            Some(reason) => format!("server sent GOAWAY ({reason:?})"),
-            None => "server sent GOAWAY".to_owned(),
-        };
-        if handle.start_draining_with(ErrorKind::GoAway, detail, reason) {
-            tracing::debug!(
-                connection = handle.id(),
-                ?reason,
-                "received GOAWAY, draining"
-            );
-        }
+    /// Notes that the server's GOAWAY refused this stream, for the count
+    /// of streams it took. (The GOAWAY itself drained the connection as its
+    /// frame was read, before h2 refused anything.)
+    pub(crate) fn note_refused_by_goaway(&self) {
+        self.slot.handle().record_refused_by_goaway();
     }
 
     /// Notes that the response head arrived.
