@@ -202,7 +202,11 @@ async fn a_stream_started_after_a_silence_longer_than_the_interval_is_pinged_at_
     // The server dies while the connection is idle (its connections notice
     // a stall within 50 ms, and then answer nothing, PINGs included).
     server.stall();
-    tokio::time::sleep(interval + Duration::from_millis(200)).await;
+    // The keep-alive dates the silence from its last look before the
+    // connection went idle, up to an eighth of the interval after the last
+    // read: a silence of an interval and a half is past the interval
+    // however late that look was.
+    tokio::time::sleep(interval * 3 / 2).await;
 
     let sent = Instant::now();
     let outcome = tokio::time::timeout(

@@ -77,10 +77,14 @@ pub(crate) struct Shared {
     /// Streams the server refused with its GOAWAY (above its last stream id).
     streams_refused_by_goaway: AtomicU64,
     created: Instant,
-    /// Milliseconds after `created` at which the last running stream ended.
-    idle_since_ms: AtomicU64,
-    /// Milliseconds after `created` at which the server was last heard from.
-    heard_from_ms: AtomicU64,
+    /// When the connection was last seen to have no stream running: the
+    /// ended count then, and milliseconds after `created`. See `Shared::now`.
+    idle_since: Mutex<IdleSince>,
+    /// Raised by the connection's task when it reads bytes; lowered by the
+    /// look that dates the read (to itself) in `last_heard_ms`.
+    heard: AtomicBool,
+    /// Milliseconds after `created` at which a look last found `heard` raised.
+    last_heard_ms: Mutex<u64>,
     /// Whether any response head arrived: a connection the server ends
     /// before answering anything is a failed connect, for the backoff.
     answered: AtomicBool,
@@ -105,24 +109,36 @@ pub(crate) struct Shared {
     pub(crate) ping_pong: Mutex<Option<h2::PingPong>>,
 }
 
-impl Shared {
-    /// Records now in `stamp`, as milliseconds after `created`.
-    fn stamp(&self, stamp: &AtomicU64) {
-        let now = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
-        // Stored only when it changed, at most once a millisecond. The
-        // connection's task stamps every read, and a store each time would
-        // take this cache line away from the cores whose requests read and
-        // count the handle's other fields, many times a millisecond.
-        if stamp.load(Ordering::Relaxed) != now {
-            stamp.store(now, Ordering::Relaxed);
-        }
-    }
+#[derive(Default)]
+struct IdleSince {
+    streams_ended: u32,
+    ms: u64,
+}
 
-    /// How long ago `stamp` was recorded.
-    fn time_since(&self, stamp: &AtomicU64) -> Duration {
-        let since = Duration::from_millis(stamp.load(Ordering::Relaxed));
-        self.created.elapsed().saturating_sub(since)
+impl Shared {
+    /// Milliseconds after `created`.
+    ///
+    /// Only the watchers of idleness and silence read the clock, when they
+    /// look; the reads and stream ends they watch leave a mark (a flag, a
+    /// count) and no time. A clock read on each of those was about a
+    /// twentieth of a small request's cost in the pool (callgrind). A look
+    /// that finds a new mark dates it to itself, so a time is late by at
+    /// most the gap between looks, which the watchers keep to an eighth of
+    /// their limit (see `LOOKS_PER_LIMIT`).
+    fn now(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
+}
+
+/// How often, at least, the keep-alive and the idle timer look at a
+/// connection over one interval (or timeout) of theirs: a time they see is
+/// late by at most this fraction of it.
+const LOOKS_PER_LIMIT: u32 = 8;
+
+/// The longest a watcher with `limit` may go without a look (see
+/// [`Shared::now`]); at least a millisecond, the clock's grain here.
+pub(crate) fn between_looks(limit: Duration) -> Duration {
+    (limit / LOOKS_PER_LIMIT).max(Duration::from_millis(1))
 }
 
 const OPEN: u8 = 0;
@@ -147,8 +163,9 @@ impl ConnectionHandle {
                 streams_ended: AtomicU32::new(0),
                 streams_refused_by_goaway: AtomicU64::new(0),
                 created: Instant::now(),
-                idle_since_ms: AtomicU64::new(0),
-                heard_from_ms: AtomicU64::new(0),
+                idle_since: Mutex::new(IdleSince::default()),
+                heard: AtomicBool::new(false),
+                last_heard_ms: Mutex::new(0),
                 answered: AtomicBool::new(false),
                 goaway_received: AtomicBool::new(false),
                 ended_by_server: AtomicBool::new(false),
@@ -220,11 +237,24 @@ impl ConnectionHandle {
     /// How long the connection has had no stream running, or `None` while
     /// it has some. A slot reserved for a request not yet sent (by a service
     /// that tower's `Balance` keeps ready, say) does not count.
+    ///
+    /// Counted from the first call that found it idle after its last stream
+    /// ended: the pool's idle timer calls at least every eighth of the idle
+    /// timeout, so an idle connection drains at most that late.
     pub fn idle_for(&self) -> Option<Duration> {
         if self.streams_running() > 0 {
             return None;
         }
-        Some(self.shared.time_since(&self.shared.idle_since_ms))
+        let streams_ended = self.shared.streams_ended.load(Ordering::SeqCst);
+        let now = self.shared.now();
+        let mut since = lock(&self.shared.idle_since);
+        if since.streams_ended != streams_ended {
+            *since = IdleSince {
+                streams_ended,
+                ms: now,
+            };
+        }
+        Some(Duration::from_millis(now.saturating_sub(since.ms)))
     }
 
     /// Why the connection stopped taking streams, once it has.
@@ -364,11 +394,7 @@ impl ConnectionHandle {
     /// Notes that a stream opened by [`record_sent`](Self::record_sent)
     /// has ended both ways.
     pub(crate) fn record_stream_ended(&self) {
-        let shared = &self.shared;
-        let ended = shared.streams_ended.fetch_add(1, Ordering::SeqCst) + 1;
-        if ended == shared.streams_sent.load(Ordering::SeqCst) {
-            shared.stamp(&shared.idle_since_ms);
-        }
+        self.shared.streams_ended.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Streams sent and not yet ended, not counting reserved slots.
@@ -449,8 +475,12 @@ impl ConnectionHandle {
 
     /// Notes that the server was just heard from: bytes arrived.
     pub(crate) fn heard_from_server(&self) {
-        // Only the connection task writes it; the keep-alive task reads it.
-        self.shared.stamp(&self.shared.heard_from_ms);
+        // Stored only when lowered, at most once between two looks: a store
+        // on every read would take this cache line away from the cores
+        // whose requests read and count the handle's other fields.
+        if !self.shared.heard.load(Ordering::Relaxed) {
+            self.shared.heard.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Notes that a GOAWAY came in, and drains the connection: no new
@@ -515,8 +545,17 @@ impl ConnectionHandle {
 
     /// How long ago the server was last heard from: bytes read from the
     /// connection, whatever frame they carried.
+    ///
+    /// Counted from the first call after the last read: the keep-alive
+    /// calls at least every eighth of its interval while it watches, so it
+    /// sees a silence at most that late.
     pub fn silent_for(&self) -> Duration {
-        self.shared.time_since(&self.shared.heard_from_ms)
+        let now = self.shared.now();
+        let mut last_heard = lock(&self.shared.last_heard_ms);
+        if self.shared.heard.swap(false, Ordering::Relaxed) {
+            *last_heard = now;
+        }
+        Duration::from_millis(now.saturating_sub(*last_heard))
     }
 }
 

@@ -19,7 +19,9 @@ mod settings;
 pub(crate) mod stream;
 
 pub use self::future::ResponseFuture;
-pub(crate) use self::handle::{lock, SlotWait, SlotWaiters, DEFAULT_PEER_MAX_STREAMS};
+pub(crate) use self::handle::{
+    between_looks, lock, SlotWait, SlotWaiters, DEFAULT_PEER_MAX_STREAMS,
+};
 pub use self::handle::{CloseReason, ConnectionHandle, Phase};
 pub use self::service::Connection;
 pub use self::settings::{

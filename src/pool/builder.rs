@@ -183,7 +183,9 @@ impl Builder {
     }
 
     /// How long a connection may have no stream before it is closed;
-    /// `None` keeps it. Default 90 s.
+    /// `None` keeps it. Default 90 s. The pool looks at its connections'
+    /// idle time at least every eighth of this, so one closes up to an
+    /// eighth of it later.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.config.drain = self.config.drain.idle_timeout(timeout);
         self

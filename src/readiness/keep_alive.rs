@@ -2,7 +2,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connection::{CloseReason, ConnectionHandle, Phase};
+use crate::connection::{between_looks, CloseReason, ConnectionHandle, Phase};
 use crate::error::ErrorKind;
 
 /// PING after 30 s of silence from the server.
@@ -28,6 +28,11 @@ impl KeepAlive {
     /// stream in flight) are not pinged unless [`while_idle`](Self::while_idle);
     /// a stream that starts on one already silent for `interval` gets its
     /// PING at once, as with grpc-go. Both durations are at least 1 ms.
+    ///
+    /// The keep-alive reads the clock when it looks at the connection, at
+    /// least every eighth of the interval, not on every read of the
+    /// server's bytes: a silence is seen up to an eighth of the interval
+    /// late.
     pub fn new(interval: Duration, timeout: Duration) -> Self {
         KeepAlive {
             interval_ms: Arc::new(AtomicU64::new(millis(interval).max(1))),
@@ -102,7 +107,9 @@ async fn run(handle: ConnectionHandle, mut ping_pong: h2::PingPong, keep_alive: 
             // Nothing to watch until a stream starts. Then a connection that
             // has been silent for the interval already is pinged at once, as
             // grpc-go does, rather than an interval later: it may have died
-            // while idle, and the new stream would wait on it.
+            // while idle, and the new stream would wait on it. A look now
+            // dates what was read before the sleep, for the silence then.
+            handle.silent_for();
             tokio::select! {
                 _ = phase_changed => {}
                 _ = handle.until_busy() => {}
@@ -112,9 +119,12 @@ async fn run(handle: ConnectionHandle, mut ping_pong: h2::PingPong, keep_alive: 
         let interval = keep_alive.interval();
         let silent = handle.silent_for();
         if silent < interval {
+            // A look dates the last read to itself, so the looks come often
+            // enough that a silence is seen at most an eighth late.
+            let wait = (interval - silent).min(between_looks(interval));
             tokio::select! {
                 _ = phase_changed => {}
-                _ = tokio::time::sleep(interval - silent) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             continue;
         }
