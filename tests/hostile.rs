@@ -405,6 +405,30 @@ async fn a_server_that_never_sends_settings_fails_the_handshake_at_its_timeout()
     setup.assert_healthy_origin_serves().await;
 }
 
+/// A server that sends its SETTINGS but never acknowledges ours has not
+/// taken our windows and limits: a stream opened before the ACK could
+/// stall (h2 sizes its windows by settings the server has not confirmed).
+#[tokio::test]
+async fn a_server_that_never_acknowledges_our_settings_fails_the_handshake_at_its_timeout() {
+    let settings = Http2Settings::default().handshake_timeout(Duration::from_millis(300));
+    let setup = setup(
+        Pool::builder().http2(settings),
+        |conn: RawConnection| async move {
+            let (reader, mut writer) = conn.into_parts();
+            writer.send_settings(&[]).await?;
+            // Reads everything, answers nothing, ACKs nothing.
+            reader.discard_all().await;
+            Ok(())
+        },
+    )
+    .await;
+    let error = setup.fail_hostile("/").await;
+    assert_eq!(error.kind(), ErrorKind::Handshake, "{error:?}");
+    assert!(error.is_never_sent());
+    assert!(error.to_string().contains("no ACK of ours"), "{error}");
+    setup.assert_healthy_origin_serves().await;
+}
+
 /// An endless body sent as fast as the client's windows allow; counts
 /// what went out and whether the client cancelled.
 #[derive(Clone, Default)]

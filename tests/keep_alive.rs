@@ -278,3 +278,35 @@ async fn a_too_many_pings_goaway_that_refuses_streams_in_flight_still_slows_the_
         keep_alive.interval()
     );
 }
+
+/// The connection's task takes h2's PING handle only when someone asks
+/// (h2 looks for a user's PING at every turn once it is out): the first
+/// ask gets it, on a connection that has run without it, and it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ping_handle_is_taken_from_h2_when_asked_and_only_once() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let connection = h2pool::connection::Connection::handshake(tcp, &Default::default())
+        .await
+        .expect("handshake");
+    let handle = connection.handle().clone();
+    let response = connection
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("a request before anyone asks for the PING handle");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+
+    let mut ping_pong = tokio::time::timeout(Duration::from_secs(5), handle.take_ping_pong())
+        .await
+        .expect("the connection's task hands the PING handle over")
+        .expect("the first ask gets it");
+    tokio::time::timeout(Duration::from_secs(5), ping_pong.ping(h2::Ping::opaque()))
+        .await
+        .expect("the PING is sent and answered")
+        .expect("a PONG");
+    assert!(
+        handle.take_ping_pong().await.is_none(),
+        "a second ask gets nothing: one prober per connection"
+    );
+}

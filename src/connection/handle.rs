@@ -3,7 +3,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::futures::OwnedNotified;
@@ -96,6 +96,10 @@ pub(crate) struct Shared {
     /// Whether h2 has applied a SETTINGS from the server that the
     /// connection's task has not read the stream limit since.
     settings_applied: AtomicBool,
+    /// Whether h2 has applied a SETTINGS of the server's, and its ACK of
+    /// ours: the handshake is over once both are in.
+    server_settings_in: AtomicBool,
+    settings_acked: AtomicBool,
     driver: Mutex<Option<tokio::task::AbortHandle>>,
     close_reason: Mutex<Option<CloseReason>>,
     pub(crate) slot_waiters: Arc<SlotWaiters>,
@@ -106,7 +110,14 @@ pub(crate) struct Shared {
     /// stream that finds it set wakes the task through `became_busy`.
     keep_alive_dormant: AtomicBool,
     became_busy: Notify,
-    pub(crate) ping_pong: Mutex<Option<h2::PingPong>>,
+    /// The PING handle, taken from h2 by the connection's task when
+    /// someone asks for it (see `take_ping_pong`), until they pick it up.
+    ping_pong: Mutex<Option<h2::PingPong>>,
+    ping_pong_claimed: AtomicBool,
+    ping_pong_wanted: AtomicBool,
+    ping_pong_handed_over: Notify,
+    /// The connection task's waker, for an ask that must reach the task.
+    driver_waker: Mutex<Option<Waker>>,
 }
 
 #[derive(Default)]
@@ -170,6 +181,8 @@ impl ConnectionHandle {
                 goaway_received: AtomicBool::new(false),
                 ended_by_server: AtomicBool::new(false),
                 settings_applied: AtomicBool::new(false),
+                server_settings_in: AtomicBool::new(false),
+                settings_acked: AtomicBool::new(false),
                 driver: Mutex::new(None),
                 close_reason: Mutex::new(None),
                 slot_waiters,
@@ -177,6 +190,10 @@ impl ConnectionHandle {
                 keep_alive_dormant: AtomicBool::new(false),
                 became_busy: Notify::new(),
                 ping_pong: Mutex::new(None),
+                ping_pong_claimed: AtomicBool::new(false),
+                ping_pong_wanted: AtomicBool::new(false),
+                ping_pong_handed_over: Notify::new(),
+                driver_waker: Mutex::new(None),
             }),
         }
     }
@@ -322,9 +339,60 @@ impl ConnectionHandle {
         self.shared.phase_changed.notify_waiters();
     }
 
-    /// Takes the connection's PING handle, once; `None` after the first call.
-    pub fn take_ping_pong(&self) -> Option<h2::PingPong> {
-        lock(&self.shared.ping_pong).take()
+    /// Takes the connection's PING handle, once: `None` after the first
+    /// call, or once the connection has closed.
+    ///
+    /// The connection's task takes the handle from h2 only when asked, and
+    /// this waits for that turn of the task: once taken, h2 looks for a
+    /// user's PING at every turn, which costs every request a little.
+    pub async fn take_ping_pong(&self) -> Option<h2::PingPong> {
+        let shared = &self.shared;
+        if shared.ping_pong_claimed.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        // SeqCst, as the task's read of it after storing its waker: either
+        // the task sees the ask, or this sees the waker that wakes it.
+        shared.ping_pong_wanted.store(true, Ordering::SeqCst);
+        if let Some(waker) = lock(&shared.driver_waker).as_ref() {
+            waker.wake_by_ref();
+        }
+        loop {
+            let handed_over = shared.ping_pong_handed_over.notified();
+            let phase_changed = shared.phase_changed.notified();
+            tokio::pin!(handed_over, phase_changed);
+            handed_over.as_mut().enable();
+            phase_changed.as_mut().enable();
+            if !shared.ping_pong_wanted.load(Ordering::SeqCst) {
+                // The task has answered.
+                return lock(&shared.ping_pong).take();
+            }
+            if self.phase() == Phase::Closed {
+                return None;
+            }
+            tokio::select! {
+                _ = handed_over => {}
+                _ = phase_changed => {}
+            }
+        }
+    }
+
+    /// For the connection's task, at the start of each turn: keeps its
+    /// waker where `take_ping_pong` finds it (`kept` is the one kept last),
+    /// and says whether the PING handle is wanted.
+    #[inline]
+    pub(crate) fn driver_turn(&self, kept: &mut Option<Waker>, waker: &Waker) -> bool {
+        if !kept.as_ref().is_some_and(|kept| kept.will_wake(waker)) {
+            *kept = Some(waker.clone());
+            *lock(&self.shared.driver_waker) = Some(waker.clone());
+        }
+        self.shared.ping_pong_wanted.load(Ordering::SeqCst)
+    }
+
+    /// For the connection's task: hands over the PING handle it was asked for.
+    pub(crate) fn hand_over_ping_pong(&self, ping_pong: Option<h2::PingPong>) {
+        self.shared.ping_pong_wanted.store(false, Ordering::SeqCst);
+        *lock(&self.shared.ping_pong) = ping_pong;
+        self.shared.ping_pong_handed_over.notify_waiters();
     }
 
     /// Stores the server's stream limit as `read_from_h2` gives it now.
@@ -520,14 +588,31 @@ impl ConnectionHandle {
 
     /// Notes that h2 has applied a SETTINGS from the server.
     pub(crate) fn note_settings_applied(&self) {
+        self.shared
+            .server_settings_in
+            .store(true, Ordering::Release);
         self.shared.settings_applied.store(true, Ordering::Release);
     }
 
-    /// Whether h2 has applied a SETTINGS since the last call (which clears it).
+    /// Whether h2 has applied a SETTINGS (or the ACK of ours) since the
+    /// last call (which clears it).
     pub(crate) fn take_settings_applied(&self) -> bool {
         // A plain read first: this runs on every turn of the connection task.
         self.shared.settings_applied.load(Ordering::Acquire)
             && self.shared.settings_applied.swap(false, Ordering::AcqRel)
+    }
+
+    /// Notes that h2 has applied the server's ACK of our SETTINGS; the
+    /// connection's task takes it as it takes a SETTINGS.
+    pub(crate) fn note_settings_acked(&self) {
+        self.shared.settings_acked.store(true, Ordering::Release);
+        self.shared.settings_applied.store(true, Ordering::Release);
+    }
+
+    /// Whether h2 has applied a SETTINGS of the server's and its ACK of ours.
+    pub(crate) fn settings_settled(&self) -> bool {
+        self.shared.server_settings_in.load(Ordering::Acquire)
+            && self.shared.settings_acked.load(Ordering::Acquire)
     }
 
     /// Notes that a response head arrived on the connection.

@@ -27,7 +27,8 @@ pin_project! {
     /// - SETTINGS: the server's stream limit may have changed. h2 applies
     ///   a SETTINGS before it decodes another frame, so by the next read
     ///   it has: the connection's task then reads the limit (under h2's
-    ///   lock, which it need not take on every turn).
+    ///   lock, which it need not take on every turn). Likewise for the
+    ///   server's ACK of our SETTINGS, which the handshake waits for.
     pub(crate) struct Watched<IO> {
         #[pin]
         io: IO,
@@ -35,6 +36,8 @@ pin_project! {
         frames: FrameHeaders,
         // A SETTINGS came in with the last bytes read.
         settings_read: bool,
+        // So did the ACK of ours.
+        settings_ack_read: bool,
     }
 }
 
@@ -45,6 +48,7 @@ impl<IO> Watched<IO> {
             handle,
             frames: FrameHeaders::default(),
             settings_read: false,
+            settings_ack_read: false,
         }
     }
 }
@@ -62,6 +66,7 @@ struct Seen {
     /// What it said is in [`FrameHeaders::take_goaway`].
     goaway: bool,
     settings: bool,
+    settings_ack: bool,
 }
 
 /// What a GOAWAY said, besides its last stream id (which h2 acts on).
@@ -92,6 +97,7 @@ enum Interest {
     #[default]
     None,
     Settings,
+    SettingsAck,
     GoAway,
 }
 
@@ -123,6 +129,7 @@ impl FrameHeaders {
             match std::mem::take(&mut self.in_frame) {
                 Interest::None => {}
                 Interest::Settings => seen.settings = true,
+                Interest::SettingsAck => seen.settings_ack = true,
                 Interest::GoAway => seen.goaway = true,
             }
             if bytes.is_empty() {
@@ -149,6 +156,7 @@ impl FrameHeaders {
                 self.payload_left = u32::from_be_bytes([0, a, b, c]) as usize;
                 self.in_frame = match kind {
                     SETTINGS if flags & ACK == 0 => Interest::Settings,
+                    SETTINGS => Interest::SettingsAck,
                     GOAWAY => {
                         self.goaway_start.clear();
                         Interest::GoAway
@@ -180,9 +188,12 @@ impl<IO: AsyncRead> AsyncRead for Watched<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        // h2 reads again only once it has applied what it read before.
         if std::mem::take(this.settings_read) {
-            // h2 reads again only once it has applied what it read before.
             this.handle.note_settings_applied();
+        }
+        if std::mem::take(this.settings_ack_read) {
+            this.handle.note_settings_acked();
         }
         let before = buf.filled().len();
         let polled = this.io.poll_read(cx, buf);
@@ -193,6 +204,7 @@ impl<IO: AsyncRead> AsyncRead for Watched<IO> {
                 this.handle.note_goaway_received(goaway);
             }
             *this.settings_read = seen.settings;
+            *this.settings_ack_read = seen.settings_ack;
         }
         polled
     }
@@ -257,7 +269,7 @@ mod tests {
 
     #[test]
     fn goaway_and_settings_are_found_wherever_the_reads_cut_the_frames() {
-        let mut stream = frame(0x4, 0x1, &[]); // a SETTINGS ACK: not news
+        let mut stream = frame(0x4, 0x1, &[]); // a SETTINGS ACK
         stream.extend(frame(0x0, 0, &[0x7; 100])); // DATA whose bytes look like frames
         stream.extend(frame(0x1, 0x4, &[0x4; 9])); // HEADERS
         let settings_at = stream.len();
@@ -282,8 +294,11 @@ mod tests {
         let mut frames = FrameHeaders::default();
         assert_eq!(
             frames.follow(&stream[..settings_at]),
-            Seen::default(),
-            "nothing before them"
+            Seen {
+                settings_ack: true,
+                ..Seen::default()
+            },
+            "only the ACK before them: no news of the server's own settings"
         );
         for cut in 1..=stream.len() {
             let mut frames = FrameHeaders::default();

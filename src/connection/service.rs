@@ -11,6 +11,7 @@ use http::header::{HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, U
 use http::{HeaderMap, Method, Request, Response};
 use http_body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 use tower_service::Service;
 use tracing::Instrument;
 
@@ -70,8 +71,8 @@ impl Connection {
     /// Performs the HTTP/2 handshake over `io` and spawns the task that
     /// drives the connection on the current tokio runtime.
     ///
-    /// Resolves once the server's SETTINGS have arrived (confirmed with a
-    /// PING round trip), so stream limits are known before the first request.
+    /// Resolves once h2 has applied the server's SETTINGS, so stream limits
+    /// are known before the first request.
     pub async fn handshake<IO>(io: IO, settings: &Http2Settings) -> Result<Connection, Error>
     where
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -109,26 +110,34 @@ impl Connection {
                 }
                 Err(elapsed) => return Err(handshake_timed_out(elapsed)),
             };
-        let ping_pong = connection.ping_pong();
-
         let senders = Arc::new(());
         let senders_alive = Arc::downgrade(&senders);
         let driver_handle = handle.clone();
+        // The task says when h2 has applied the server's first SETTINGS and
+        // its ACK of ours, or why the connection ended before. With both in,
+        // the server's limits are known and ours (windows, say) are in
+        // force on both sides before the first stream.
+        let (settings_known, settings_applied) = oneshot::channel::<Result<(), h2::Error>>();
+        let mut settings_known = Some(settings_known);
         let driver = tokio::spawn(
             async move {
+                let mut kept_waker = None;
                 let outcome = std::future::poll_fn(|cx| {
+                    // Taken before h2's turn, so that turn already looks for
+                    // the PING its taker sends.
+                    if driver_handle.driver_turn(&mut kept_waker, cx.waker()) {
+                        driver_handle.hand_over_ping_pong(connection.ping_pong());
+                    }
                     let outcome = Pin::new(&mut connection).poll(cx);
-                    // Only this task sees the server's SETTINGS arrive, and
-                    // h2 applies them while it runs: once it has, the
-                    // stream limit is read at the end of the turn. A raised
-                    // limit wakes the requests waiting for a slot. A
-                    // lowered one must stop the pool at once: a stream h2
-                    // cannot open waits in h2's queue, where no pending
-                    // timeout reaches it and, if the server allows none, it
-                    // would wait forever.
+                    // Only this task sees SETTINGS arrive, and h2 applies
+                    // them while it runs: once it has, the stream limit is
+                    // read at the end of the turn. A raised limit wakes the
+                    // requests waiting for a slot. A lowered one must stop
+                    // the pool at once: a stream h2 cannot open waits in
+                    // h2's queue, where no pending timeout reaches it and,
+                    // if the server allows none, it would wait forever.
                     if driver_handle.take_settings_applied() {
-                        driver_handle
-                            .refresh_peer_max_streams(|| connection.max_concurrent_send_streams());
+                        settings_turn(&driver_handle, &connection, &mut settings_known);
                     }
                     outcome
                 })
@@ -175,33 +184,38 @@ impl Connection {
                 }
                 driver_handle.mark_closed_with(kind, detail.clone(), h2_reason);
                 tracing::debug!(reason = %detail, streams = driver_handle.streams_started(), "connection closed");
+                if let (Some(settings_known), Err(error)) = (settings_known, outcome) {
+                    let _ = settings_known.send(Err(error));
+                }
             }
             .instrument(span.clone()),
         );
         handle.set_driver(driver.abort_handle());
 
-        // The server's SETTINGS come before its answer to our PING, so once
-        // the PONG is in, `current_max_send_streams` is the server's word.
-        if let Some(mut ping_pong) = ping_pong {
-            let pong = tokio::time::timeout(
-                settings.handshake_timeout,
-                ping_pong.ping(h2::Ping::opaque()),
-            )
-            .await;
-            match pong {
-                Ok(Ok(_)) => {}
-                Ok(Err(h2_error)) => {
-                    handle.mark_closed(ErrorKind::Handshake, "handshake failed");
-                    return Err(
-                        Error::new(ErrorKind::Handshake, Delivery::NeverSent).with_source(h2_error)
-                    );
-                }
-                Err(elapsed) => {
-                    handle.mark_closed(ErrorKind::Handshake, "handshake timed out");
-                    return Err(handshake_timed_out(elapsed));
-                }
+        match tokio::time::timeout(settings.handshake_timeout, settings_applied).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(h2_error))) => {
+                handle.mark_closed(ErrorKind::Handshake, "handshake failed");
+                return Err(
+                    Error::new(ErrorKind::Handshake, Delivery::NeverSent).with_source(h2_error)
+                );
             }
-            *super::handle::lock(&handle.shared.ping_pong) = Some(ping_pong);
+            // The task ended without an error: the server closed the
+            // connection (or the task was aborted) before its SETTINGS.
+            Ok(Err(_ended)) => {
+                handle.mark_closed(ErrorKind::Handshake, "handshake failed");
+                let detail = handle.close_reason().map_or_else(
+                    || "the connection closed before the server's SETTINGS".to_owned(),
+                    |reason| format!("before the server's SETTINGS: {}", reason.detail),
+                );
+                return Err(
+                    Error::new(ErrorKind::Handshake, Delivery::NeverSent).with_detail(detail)
+                );
+            }
+            Err(elapsed) => {
+                handle.mark_closed(ErrorKind::Handshake, "handshake timed out");
+                return Err(handshake_timed_out(elapsed));
+            }
         }
         handle.refresh_peer_max_streams(|| send.current_max_send_streams());
         span.in_scope(|| {
@@ -408,9 +422,29 @@ fn not_open_error(handle: &ConnectionHandle) -> Error {
     }
 }
 
+/// The connection task's turn after h2 applied a SETTINGS, or the ACK of
+/// ours. Out of line: the task runs many turns for each of these, and a
+/// larger turn changes how the compiler builds h2's own code inside it.
+#[cold]
+#[inline(never)]
+fn settings_turn<IO>(
+    handle: &ConnectionHandle,
+    connection: &h2::client::Connection<IO, Bytes>,
+    settings_known: &mut Option<oneshot::Sender<Result<(), h2::Error>>>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    handle.refresh_peer_max_streams(|| connection.max_concurrent_send_streams());
+    if handle.settings_settled() {
+        if let Some(settings_known) = settings_known.take() {
+            let _ = settings_known.send(Ok(()));
+        }
+    }
+}
+
 fn handshake_timed_out(elapsed: tokio::time::error::Elapsed) -> Error {
     Error::new(ErrorKind::Handshake, Delivery::NeverSent)
-        .with_detail("no SETTINGS from the server within the handshake timeout")
+        .with_detail("no SETTINGS (or no ACK of ours) from the server within the handshake timeout")
         .with_source(elapsed)
 }
 

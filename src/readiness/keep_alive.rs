@@ -83,19 +83,17 @@ fn millis(duration: Duration) -> u64 {
 }
 
 pub(super) fn spawn(handle: ConnectionHandle, keep_alive: KeepAlive) {
-    let Some(ping_pong) = handle.take_ping_pong() else {
-        // Another layer owns the PING handle already: one prober is enough.
-        return;
-    };
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
-            runtime.spawn(run(handle, ping_pong, keep_alive));
+            runtime.spawn(run(handle, keep_alive));
         }
         Err(_) => tracing::warn!("no tokio runtime: keep-alive PINGs are off for this connection"),
     }
 }
 
-async fn run(handle: ConnectionHandle, mut ping_pong: h2::PingPong, keep_alive: KeepAlive) {
+async fn run(handle: ConnectionHandle, keep_alive: KeepAlive) {
+    // Taken at the first PING: until then h2 need not look for one.
+    let mut ping_pong = None;
     loop {
         let phase_changed = handle.phase_changed_notify().notified();
         tokio::pin!(phase_changed);
@@ -128,6 +126,15 @@ async fn run(handle: ConnectionHandle, mut ping_pong: h2::PingPong, keep_alive: 
             }
             continue;
         }
+        let ping_pong = match &mut ping_pong {
+            Some(ping_pong) => ping_pong,
+            None => match handle.take_ping_pong().await {
+                Some(taken) => ping_pong.insert(taken),
+                None if handle.phase() == Phase::Closed => break,
+                // Another layer's prober has it: one is enough.
+                None => return,
+            },
+        };
         match tokio::time::timeout(keep_alive.timeout, ping_pong.ping(h2::Ping::opaque())).await {
             // The PONG's read noted that the server was heard from.
             Ok(Ok(_pong)) => {}

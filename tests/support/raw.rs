@@ -301,15 +301,15 @@ impl RawConnection {
     }
 
     /// The server's half of the handshake: sends our SETTINGS (`settings`
-    /// may be empty), then acknowledges the client's and answers its first
-    /// PING, which is how h2pool learns that our SETTINGS are in.
+    /// may be empty), then acknowledges the client's. h2pool's handshake
+    /// ends when it has both.
     pub async fn handshake(&mut self, settings: &[(u16, u32)]) -> io::Result<()> {
         self.writer.send_settings(settings).await?;
         loop {
             let frame = self.read_frame().await?;
-            let first_ping = frame.kind == kind::PING && !frame.has_flag(flag::ACK);
+            let clients_settings = frame.kind == kind::SETTINGS && !frame.has_flag(flag::ACK);
             self.answer_housekeeping(&frame).await?;
-            if first_ping {
+            if clients_settings {
                 return Ok(());
             }
         }
