@@ -485,9 +485,13 @@ impl OriginPool {
             }
             retired = true;
         }
-        state
-            .draining
-            .retain(|handle| handle.phase() != Phase::Closed);
+        // Checked first: this runs for every request, and there is rarely
+        // a draining connection to look at.
+        if !state.draining.is_empty() {
+            state
+                .draining
+                .retain(|handle| handle.phase() != Phase::Closed);
+        }
         if retired {
             state.spares.retain(|spare| spare.handle().is_open());
             // A replacement before waiting requests need one, when the retired

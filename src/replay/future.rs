@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::body::ReplayBody;
 use super::classify::Classify;
 use super::layer::Policy;
-use super::service::ReplayShared;
+use super::service::{copy_head, ReplayShared};
 use super::stats::Counters;
 use crate::error::Delivery;
 
@@ -246,7 +246,7 @@ where
     let request = match policy.classifier.take_request::<ReplayBody<B>>(&mut error) {
         Some(request) => request,
         None => match replay.body.replay() {
-            Some(body) => Request::from_parts(replay.head.clone(), body),
+            Some(body) => Request::from_parts(copy_head(&replay.head), body),
             None => {
                 Counters::add(&counters.gave_up_body_too_large);
                 return Err(policy.classifier.body_too_large_to_replay(error));

@@ -2,6 +2,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
+use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body as HttpBody;
 use tower_service::Service;
@@ -131,7 +132,7 @@ where
         self.shared
             .template
             .get_or_init(|| Mutex::new(inner.clone()));
-        let future = self.inner.call(Request::from_parts(head.clone(), body));
+        let future = self.inner.call(Request::from_parts(copy_head(&head), body));
         // Counted once the request is on its way (the inner service may send
         // it from `call`): this is bookkeeping, and the request need not
         // wait for it. A replay can only be asked for once the future is
@@ -142,11 +143,59 @@ where
     }
 }
 
+/// A copy of `head` for one attempt: `Parts::clone`, but the headers and
+/// extensions only when there are any. Many requests have none, and a
+/// clone of the empty collections costs more than new ones (about 100
+/// instructions of a small GET's copy, callgrind).
+pub(super) fn copy_head(head: &Parts) -> Parts {
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = head.method.clone();
+    copy.uri = head.uri.clone();
+    copy.version = head.version;
+    if !head.headers.is_empty() {
+        copy.headers = head.headers.clone();
+    }
+    if !head.extensions.is_empty() {
+        copy.extensions = head.extensions.clone();
+    }
+    copy
+}
+
 impl<S: fmt::Debug, C> fmt::Debug for Replay<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replay")
             .field("inner", &self.inner)
             .field("max_attempts", &self.shared.policy.max_attempts)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_head;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Tag(u32);
+
+    #[test]
+    fn a_copied_head_has_everything_of_the_original() {
+        let mut request = http::Request::post("http://example.test/path?q=1")
+            .version(http::Version::HTTP_2)
+            .header("x-one", "1")
+            .header("x-two", "2")
+            .body(())
+            .expect("a request");
+        request.extensions_mut().insert(Tag(7));
+        let (head, ()) = request.into_parts();
+        let copy = copy_head(&head);
+        assert_eq!(copy.method, head.method);
+        assert_eq!(copy.uri, head.uri);
+        assert_eq!(copy.version, head.version);
+        assert_eq!(copy.headers, head.headers);
+        assert_eq!(copy.extensions.get::<Tag>(), Some(&Tag(7)));
+
+        let (bare, ()) = http::Request::new(()).into_parts();
+        let copy = copy_head(&bare);
+        assert!(copy.headers.is_empty() && copy.extensions.is_empty());
     }
 }
