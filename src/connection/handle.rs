@@ -62,8 +62,6 @@ pub(crate) struct Shared {
     load: AtomicUsize,
     /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS as h2 last reported it.
     peer_max_streams: AtomicUsize,
-    /// Held while the limit is read from h2 and stored.
-    refreshing_peer_max_streams: Mutex<()>,
     /// The user's own cap on concurrent streams.
     local_max_streams: usize,
     streams_started: AtomicU64,
@@ -93,8 +91,8 @@ pub(crate) struct Shared {
     /// Whether the server (or the network) ended the connection, rather
     /// than this client: for the connect backoff.
     ended_by_server: AtomicBool,
-    /// Whether h2 has applied a SETTINGS from the server that the
-    /// connection's task has not read the stream limit since.
+    /// Whether h2 has applied a SETTINGS from the server (or its ACK of
+    /// ours) that the connection's task has not read the stream limit since.
     settings_applied: AtomicBool,
     /// Whether h2 has applied a SETTINGS of the server's, and its ACK of
     /// ours: the handshake is over once both are in.
@@ -167,7 +165,6 @@ impl ConnectionHandle {
                 phase: AtomicU8::new(OPEN),
                 load: AtomicUsize::new(0),
                 peer_max_streams: AtomicUsize::new(DEFAULT_PEER_MAX_STREAMS),
-                refreshing_peer_max_streams: Mutex::new(()),
                 local_max_streams: local_max_streams.max(1),
                 streams_started: AtomicU64::new(0),
                 streams_sent: AtomicU32::new(0),
@@ -395,18 +392,11 @@ impl ConnectionHandle {
         self.shared.ping_pong_handed_over.notify_waiters();
     }
 
-    /// Stores the server's stream limit as `read_from_h2` gives it now.
-    ///
-    /// The handshake and the connection's task both do this, and h2 may
-    /// apply a newer SETTINGS between one's read and its store: under this
-    /// lock the later store is always of the later read, so an older limit
-    /// (a 0 the server has since raised, say) never overwrites a newer one.
-    pub(crate) fn refresh_peer_max_streams(&self, read_from_h2: impl FnOnce() -> usize) {
-        let _refreshing = lock(&self.shared.refreshing_peer_max_streams);
-        self.set_peer_max_streams(read_from_h2());
-    }
-
-    fn set_peer_max_streams(&self, max: usize) {
+    /// Stores the server's stream limit as h2 reports it now. Only the
+    /// connection's task does this, after h2 applied a SETTINGS: stores
+    /// come in the order of h2's reads, so an older limit (a 0 the server
+    /// has since raised, say) never overwrites a newer one.
+    pub(crate) fn set_peer_max_streams(&self, max: usize) {
         // Read first: the limit rarely changes, and a write on every call
         // would bounce the cache line between the threads sending requests.
         if self.shared.peer_max_streams.load(Ordering::Acquire) == max {

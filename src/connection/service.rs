@@ -71,8 +71,8 @@ impl Connection {
     /// Performs the HTTP/2 handshake over `io` and spawns the task that
     /// drives the connection on the current tokio runtime.
     ///
-    /// Resolves once h2 has applied the server's SETTINGS, so stream limits
-    /// are known before the first request.
+    /// Resolves once h2 has applied the server's SETTINGS and its ACK of
+    /// ours, so both sides' limits are in force before the first request.
     pub async fn handshake<IO>(io: IO, settings: &Http2Settings) -> Result<Connection, Error>
     where
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -201,12 +201,13 @@ impl Connection {
                 );
             }
             // The task ended without an error: the server closed the
-            // connection (or the task was aborted) before its SETTINGS.
+            // connection (or the task was aborted) before its SETTINGS and
+            // ACK were in.
             Ok(Err(_ended)) => {
                 handle.mark_closed(ErrorKind::Handshake, "handshake failed");
                 let detail = handle.close_reason().map_or_else(
-                    || "the connection closed before the server's SETTINGS".to_owned(),
-                    |reason| format!("before the server's SETTINGS: {}", reason.detail),
+                    || "the connection closed before the server's SETTINGS and ACK".to_owned(),
+                    |reason| format!("before the server's SETTINGS and ACK: {}", reason.detail),
                 );
                 return Err(
                     Error::new(ErrorKind::Handshake, Delivery::NeverSent).with_detail(detail)
@@ -217,7 +218,7 @@ impl Connection {
                 return Err(handshake_timed_out(elapsed));
             }
         }
-        handle.refresh_peer_max_streams(|| send.current_max_send_streams());
+        // The task read the server's stream limit before it said so.
         span.in_scope(|| {
             tracing::debug!(
                 max_concurrent_streams = send.current_max_send_streams(),
@@ -434,7 +435,7 @@ fn settings_turn<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    handle.refresh_peer_max_streams(|| connection.max_concurrent_send_streams());
+    handle.set_peer_max_streams(connection.max_concurrent_send_streams());
     if handle.settings_settled() {
         if let Some(settings_known) = settings_known.take() {
             let _ = settings_known.send(Ok(()));
