@@ -45,7 +45,8 @@
 //!   scenario a one concurrency, such as `a64`; results are then printed
 //!   only, not written
 //! - `H2POOL_BENCH_CLIENTS`: client names to run (`raw-h2`, `h2pool`,
-//!   `hyper-util`, `tonic`), for profiling one of them; printed only too
+//!   `hyper-util`, `tonic`, and `h2pool-spread` with `h2pool` for the
+//!   capped row of scenario a), for profiling one of them; printed only too
 //! - `H2POOL_BENCH_SERVER=test`: run scenarios a to d against the test
 //!   server (`tests/support/server.rs`) instead of the bench server
 
@@ -435,9 +436,14 @@ async fn small_gets(settings: &Settings) -> Vec<Row> {
     // the same pool capped at SPREAD_STREAMS streams a connection spreads
     // higher concurrencies over several. Shown for information; the target
     // is the default pool's.
-    let spread = h2pool_row(settings, &server, SPREAD_LABEL, || {
-        Client::h2pool_capped(SPREAD_STREAMS)
-    });
+    let spread = settings
+        .uses("h2pool-spread")
+        .then(|| {
+            h2pool_row(settings, &server, SPREAD_LABEL, || {
+                Client::h2pool_capped(SPREAD_STREAMS)
+            })
+        })
+        .flatten();
     let mut rows = Vec::new();
     for concurrency in [1, 64, 512] {
         if !settings.runs_small_gets_at(concurrency) {
