@@ -326,15 +326,16 @@ where
                     }
                 }
                 State::Sending { origin, response } => {
-                    let outcome = match Pin::new(response).poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(outcome) => outcome,
-                    };
-                    if let Err(error) = &outcome {
-                        origin.record_error(error.kind());
+                    // Returned as polled, not rebuilt: a response is large,
+                    // and each rebuild is a copy.
+                    let done = Pin::new(response).poll(cx);
+                    if let Poll::Ready(outcome) = &done {
+                        if let Err(error) = outcome {
+                            origin.record_error(error.kind());
+                        }
+                        this.state = State::Failed(None);
                     }
-                    this.state = State::Failed(None);
-                    return Poll::Ready(outcome);
+                    return done;
                 }
                 State::Failed(error) => {
                     return Poll::Ready(Err(error.take().unwrap_or_else(|| {
