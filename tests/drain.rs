@@ -302,6 +302,35 @@ async fn drain_layer_on_its_own_stops_new_streams_after_max_requests() {
 }
 
 #[tokio::test]
+async fn slots_reserved_and_given_back_unused_do_not_count_against_max_requests() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let connection = support::bare_connection(&server).await;
+    let service = DrainLayer::new(DrainPolicy::default().max_requests(Some(2))).layer(connection);
+
+    // As a balancer or a buffer may: a slot reserved, then the service dropped.
+    for _ in 0..5 {
+        let mut reserving = service.clone();
+        ServiceExt::<http::Request<http_body_util::Empty<Bytes>>>::ready(&mut reserving)
+            .await
+            .expect("a slot");
+        assert_eq!(service.handle().load(), 1);
+        drop(reserving);
+    }
+    assert_eq!(service.handle().load(), 0);
+    assert_eq!(service.handle().streams_started(), 0);
+    for _ in 0..2 {
+        let response = service
+            .clone()
+            .oneshot(get(server.url("/")))
+            .await
+            .expect("within the limit");
+        body_bytes(response).await.unwrap();
+    }
+    assert_eq!(service.handle().streams_started(), 2);
+    assert_eq!(server.counters().requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn drain_layer_drains_when_stream_ids_near_exhaustion() {
     let server = TestServer::start(ServerConfig::default()).await;
     let connection = support::bare_connection(&server).await;

@@ -232,7 +232,8 @@ impl ConnectionHandle {
         self.max_streams().saturating_sub(self.load())
     }
 
-    /// Streams ever started (or reserved to start) on the connection.
+    /// Streams started on the connection, and those reserved to start now
+    /// (a reservation given back unused is taken back out).
     pub fn streams_started(&self) -> u64 {
         self.shared.streams_started.load(Ordering::Relaxed)
     }
@@ -429,6 +430,7 @@ impl ConnectionHandle {
                     self.shared.streams_started.fetch_add(1, Ordering::Relaxed);
                     return Some(StreamSlot {
                         handle: self.clone(),
+                        sent: false,
                     });
                 }
                 Err(now) => load = now,
@@ -438,7 +440,7 @@ impl ConnectionHandle {
 
     /// Notes that h2 opened a stream. Counted rather than read from h2,
     /// where reading a stream's id takes the connection's lock.
-    pub(crate) fn record_sent(&self) {
+    fn record_sent(&self) {
         // SeqCst, paired with the keep-alive's store of `keep_alive_dormant`
         // and read of the count: one of the two sees the other.
         self.shared.streams_sent.fetch_add(1, Ordering::SeqCst);
@@ -648,17 +650,33 @@ impl fmt::Debug for ConnectionHandle {
 /// One reserved stream slot; gives it back when dropped.
 pub(crate) struct StreamSlot {
     handle: ConnectionHandle,
+    // Whether a stream went out on it; one that did not is no longer
+    // counted as started once the slot is given back.
+    sent: bool,
 }
 
 impl StreamSlot {
     pub(crate) fn handle(&self) -> &ConnectionHandle {
         &self.handle
     }
+
+    /// Notes that h2 opened a stream on this slot.
+    pub(crate) fn record_sent(&mut self) {
+        self.sent = true;
+        self.handle.record_sent();
+    }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         let shared = &self.handle.shared;
+        if !self.sent {
+            // Refused before h2 took it, or never asked for: the count of
+            // streams started (which drains a connection at its request
+            // limit, and learns how many streams a server allows) must not
+            // grow with reservations that came to nothing.
+            shared.streams_started.fetch_sub(1, Ordering::Relaxed);
+        }
         // The last stream of a closed connection has reported how it
         // ended: watchers may now draw conclusions.
         if shared.load.fetch_sub(1, Ordering::SeqCst) == 1 && self.handle.phase() == Phase::Closed {

@@ -354,7 +354,7 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<B>) -> ResponseFuture {
-        let Some(slot) = self.slot.take() else {
+        let Some(mut slot) = self.slot.take() else {
             let error = if self.handle.is_open() {
                 Error::new(ErrorKind::NotReady, Delivery::NeverSent)
             } else {
@@ -376,7 +376,7 @@ where
         let head = Request::from_parts(parts, ());
         match self.send.send_request(head, end_of_stream) {
             Ok((response, send_stream)) => {
-                self.handle.record_sent();
+                slot.record_sent();
                 if self.handle.load() >= self.handle.max_streams() {
                     // At its stream limit, h2 keeps a handle on the stream
                     // in this `SendRequest` until its next `poll_ready`. An
