@@ -192,6 +192,11 @@ impl<C> fmt::Debug for ReplayLayer<C> {
             .field("max_attempts", &self.policy.max_attempts)
             .field("buffer_limit", &self.policy.buffer_limit)
             .field("retry_idempotent", &self.policy.retry_idempotent)
+            .field(
+                "replay_connect_failures",
+                &self.policy.replay_connect_failures,
+            )
+            .field("backoff", &self.policy.backoff)
             .finish_non_exhaustive()
     }
 }
@@ -217,6 +222,24 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_the_replay_settings_and_the_backoff() {
+        let layer = ReplayLayer::new()
+            .replay_connect_failures(true)
+            .backoff(Duration::from_millis(7), Duration::from_millis(70));
+        let shown = format!("{layer:?}");
+        for expected in [
+            "max_attempts",
+            "buffer_limit",
+            "retry_idempotent",
+            "replay_connect_failures: true",
+            "base: 7ms",
+            "max: 70ms",
+        ] {
+            assert!(shown.contains(expected), "{expected} missing from {shown}");
+        }
+    }
 
     #[test]
     fn only_a_request_refused_again_waits_before_its_replay() {
