@@ -36,6 +36,8 @@ pub enum ErrorKind {
     /// The server sent GOAWAY and will not process the request's stream.
     GoAway,
     /// The server reset the stream with REFUSED_STREAM: it did no processing.
+    /// Also a request never sent because the server lowered its stream limit
+    /// after a slot was reserved for it.
     Refused,
     /// The stream was reset by the server, or by h2 because of a protocol error.
     StreamReset,
@@ -406,6 +408,8 @@ impl Error {
             ErrorKind::Handshake => "the HTTP/2 handshake with the server failed (is it speaking HTTP/2?)",
             ErrorKind::ConnectionClosed => "the HTTP/2 connection closed",
             ErrorKind::GoAway => "the server is going away (GOAWAY) and did not process the request",
+            // A slot reserved before the server lowered its stream limit.
+            ErrorKind::Refused if self.delivery == Delivery::NeverSent => "the server lowered its stream limit below the streams on the connection, taking back the slot reserved for this request",
             ErrorKind::Refused => "the server refused the stream (REFUSED_STREAM) without processing it",
             ErrorKind::StreamReset => "the stream was reset",
             ErrorKind::Protocol => "HTTP/2 protocol error",

@@ -17,7 +17,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use support::raw::{code, hpack, kind, setting, RawConnection, RawServer, DEFAULT_WINDOW};
 use support::{body_bytes, get, ServerConfig, TestServer};
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 /// Long enough for any case here on a loaded machine; a hang fails the test.
 const ENDS_WITHIN: Duration = Duration::from_secs(20);
@@ -691,6 +691,70 @@ async fn a_stream_limit_lowered_to_zero_mid_connection_holds_new_requests_in_the
     assert_waited_on_a_server_allowing_no_streams(&error);
     assert_eq!(headers_after_zero.load(Ordering::SeqCst), 0);
     setup.assert_healthy_origin_serves().await;
+}
+
+#[tokio::test]
+async fn a_slot_reserved_before_the_stream_limit_drops_to_zero_hands_its_request_back() {
+    // A slot reserved (as a balancer's or a buffer's `poll_ready` does)
+    // before the server lowers its limit below the streams in flight is one
+    // too many afterwards. h2 would keep its stream in a queue that no
+    // timeout reaches, for ever with a limit of zero: the call must hand
+    // the request back instead, never sent.
+    let acknowledged = Arc::new(tokio::sync::Notify::new());
+    let headers_after_zero = Arc::new(AtomicU64::new(0));
+    let (acked, seen) = (acknowledged.clone(), headers_after_zero.clone());
+    let server = RawServer::start(on_request(move |mut conn: RawConnection, stream| {
+        let (acked, seen) = (acked.clone(), seen.clone());
+        async move {
+            conn.respond_ok(stream, b"ok").await?;
+            conn.send_settings(&[(setting::MAX_CONCURRENT_STREAMS, 0)])
+                .await?;
+            loop {
+                let frame = conn.read_frame().await?;
+                if frame.kind == kind::SETTINGS && frame.has_flag(support::raw::flag::ACK) {
+                    acked.notify_one();
+                } else if frame.kind == kind::HEADERS {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                conn.answer_housekeeping(&frame).await?;
+            }
+        }
+    }))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connect");
+    let connection = h2pool::connection::Connection::handshake(tcp, &Http2Settings::default())
+        .await
+        .expect("handshake");
+    let mut reserved = connection.clone();
+    ServiceExt::<http::Request<http_body_util::Empty<Bytes>>>::ready(&mut reserved)
+        .await
+        .expect("a slot");
+    let response = connection
+        .clone()
+        .oneshot(get(server.url("/")))
+        .await
+        .expect("the first answer");
+    assert_eq!(body_bytes(response).await.unwrap(), "ok");
+    tokio::time::timeout(ENDS_WITHIN, acknowledged.notified())
+        .await
+        .expect("the client acknowledges the SETTINGS");
+
+    let mut error = tokio::time::timeout(ENDS_WITHIN, reserved.call(get(server.url("/late"))))
+        .await
+        .expect("the call ends instead of waiting in h2's queue")
+        .expect_err("no stream may start");
+    eprintln!("{error} / {error:?}");
+    assert_eq!(error.kind(), ErrorKind::Refused, "{error:?}");
+    assert!(error.is_never_sent(), "{error:?}");
+    assert!(error.to_string().contains("stream limit"), "{error}");
+    let request = error
+        .take_request::<http::Request<http_body_util::Empty<Bytes>>>()
+        .expect("the request is handed back");
+    assert_eq!(request.uri().path(), "/late");
+    assert_eq!(headers_after_zero.load(Ordering::SeqCst), 0);
+    assert_eq!(connection.handle().load(), 0, "the slot is given back");
 }
 
 #[tokio::test]

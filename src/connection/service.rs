@@ -368,6 +368,14 @@ where
         if self.handle.phase() == Phase::Closed || self.handle.goaway_received() {
             return ResponseFuture::failed(not_open_error(&self.handle).with_request(request));
         }
+        // A slot reserved before the server lowered its stream limit below
+        // the streams on the connection is one too many now: h2 would hold
+        // its stream in a queue no timeout reaches (for ever, if the server
+        // allows none). It goes back too.
+        let max_streams = self.handle.max_streams();
+        if self.handle.load() > max_streams {
+            return ResponseFuture::failed(over_limit_error(max_streams).with_request(request));
+        }
 
         let (mut parts, body) = request.into_parts();
         strip_connection_headers(&mut parts.headers);
@@ -407,6 +415,11 @@ where
             }
         }
     }
+}
+
+fn over_limit_error(max_streams: usize) -> Error {
+    Error::new(ErrorKind::Refused, Delivery::NeverSent)
+        .with_detail(format!("the limit is now {max_streams}"))
 }
 
 fn not_open_error(handle: &ConnectionHandle) -> Error {
