@@ -649,19 +649,25 @@ async fn a_server_that_raises_its_stream_limit_from_zero_gets_the_waiting_reques
     setup.assert_healthy_origin_serves().await;
 }
 
-#[tokio::test]
-async fn a_stream_limit_lowered_to_zero_mid_connection_holds_new_requests_in_the_pool() {
-    // The server allows no more streams after its first answer. A request
-    // made after that must wait in the pool (where the pending timeout
-    // bounds it), not in h2's queue of streams waiting to open, where
-    // nothing bounds it and no HEADERS ever leave.
-    let acknowledged = Arc::new(tokio::sync::Notify::new());
-    let headers_after_zero = Arc::new(AtomicU64::new(0));
-    let (acked, seen) = (acknowledged.clone(), headers_after_zero.clone());
-    let setup = setup(
-        Pool::builder().pending_timeout(Some(Duration::from_millis(500))),
+/// A server that answers its first request, then allows no more streams:
+/// it notes when the client acknowledges that, and counts the HEADERS that
+/// still come.
+#[derive(Clone, Default)]
+struct LimitDropsToZero {
+    acknowledged: Arc<tokio::sync::Notify>,
+    headers_after_zero: Arc<AtomicU64>,
+}
+
+impl LimitDropsToZero {
+    fn script(
+        &self,
+    ) -> impl Fn(RawConnection) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>
+           + Send
+           + Sync
+           + 'static {
+        let server = self.clone();
         on_request(move |mut conn: RawConnection, stream| {
-            let (acked, seen) = (acked.clone(), seen.clone());
+            let server = server.clone();
             async move {
                 conn.respond_ok(stream, b"ok").await?;
                 conn.send_settings(&[(setting::MAX_CONCURRENT_STREAMS, 0)])
@@ -669,27 +675,44 @@ async fn a_stream_limit_lowered_to_zero_mid_connection_holds_new_requests_in_the
                 loop {
                     let frame = conn.read_frame().await?;
                     if frame.kind == kind::SETTINGS && frame.has_flag(support::raw::flag::ACK) {
-                        acked.notify_one();
+                        server.acknowledged.notify_one();
                     } else if frame.kind == kind::HEADERS {
-                        seen.fetch_add(1, Ordering::SeqCst);
+                        server.headers_after_zero.fetch_add(1, Ordering::SeqCst);
                     }
                     conn.answer_housekeeping(&frame).await?;
                 }
             }
-        }),
+        })
+    }
+
+    /// Until the client acknowledges the limit of zero: h2 has applied it.
+    async fn until_acknowledged(&self) {
+        tokio::time::timeout(ENDS_WITHIN, self.acknowledged.notified())
+            .await
+            .expect("the client acknowledges the SETTINGS");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_limit_lowered_to_zero_mid_connection_holds_new_requests_in_the_pool() {
+    // The server allows no more streams after its first answer. A request
+    // made after that must wait in the pool (where the pending timeout
+    // bounds it), not in h2's queue of streams waiting to open, where
+    // nothing bounds it and no HEADERS ever leave.
+    let server = LimitDropsToZero::default();
+    let setup = setup(
+        Pool::builder().pending_timeout(Some(Duration::from_millis(500))),
+        server.script(),
     )
     .await;
     let response = setup.request_hostile("/").await.expect("the first answer");
     assert_eq!(body_bytes(response).await.unwrap(), "ok");
-    // h2 has applied the new limit once it acknowledges it.
-    tokio::time::timeout(ENDS_WITHIN, acknowledged.notified())
-        .await
-        .expect("the client acknowledges the SETTINGS");
+    server.until_acknowledged().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let error = setup.fail_hostile("/second").await;
     assert_waited_on_a_server_allowing_no_streams(&error);
-    assert_eq!(headers_after_zero.load(Ordering::SeqCst), 0);
+    assert_eq!(server.headers_after_zero.load(Ordering::SeqCst), 0);
     setup.assert_healthy_origin_serves().await;
 }
 
@@ -700,33 +723,9 @@ async fn a_slot_reserved_before_the_stream_limit_drops_to_zero_hands_its_request
     // too many afterwards. h2 would keep its stream in a queue that no
     // timeout reaches, for ever with a limit of zero: the call must hand
     // the request back instead, never sent.
-    let acknowledged = Arc::new(tokio::sync::Notify::new());
-    let headers_after_zero = Arc::new(AtomicU64::new(0));
-    let (acked, seen) = (acknowledged.clone(), headers_after_zero.clone());
-    let server = RawServer::start(on_request(move |mut conn: RawConnection, stream| {
-        let (acked, seen) = (acked.clone(), seen.clone());
-        async move {
-            conn.respond_ok(stream, b"ok").await?;
-            conn.send_settings(&[(setting::MAX_CONCURRENT_STREAMS, 0)])
-                .await?;
-            loop {
-                let frame = conn.read_frame().await?;
-                if frame.kind == kind::SETTINGS && frame.has_flag(support::raw::flag::ACK) {
-                    acked.notify_one();
-                } else if frame.kind == kind::HEADERS {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                }
-                conn.answer_housekeeping(&frame).await?;
-            }
-        }
-    }))
-    .await;
-    let tcp = tokio::net::TcpStream::connect(server.addr())
-        .await
-        .expect("connect");
-    let connection = h2pool::connection::Connection::handshake(tcp, &Http2Settings::default())
-        .await
-        .expect("handshake");
+    let limit = LimitDropsToZero::default();
+    let server = RawServer::start(limit.script()).await;
+    let connection = support::bare_connection_to(server.addr()).await;
     let mut reserved = connection.clone();
     ServiceExt::<http::Request<http_body_util::Empty<Bytes>>>::ready(&mut reserved)
         .await
@@ -737,9 +736,7 @@ async fn a_slot_reserved_before_the_stream_limit_drops_to_zero_hands_its_request
         .await
         .expect("the first answer");
     assert_eq!(body_bytes(response).await.unwrap(), "ok");
-    tokio::time::timeout(ENDS_WITHIN, acknowledged.notified())
-        .await
-        .expect("the client acknowledges the SETTINGS");
+    limit.until_acknowledged().await;
 
     let mut error = tokio::time::timeout(ENDS_WITHIN, reserved.call(get(server.url("/late"))))
         .await
@@ -753,7 +750,7 @@ async fn a_slot_reserved_before_the_stream_limit_drops_to_zero_hands_its_request
         .take_request::<http::Request<http_body_util::Empty<Bytes>>>()
         .expect("the request is handed back");
     assert_eq!(request.uri().path(), "/late");
-    assert_eq!(headers_after_zero.load(Ordering::SeqCst), 0);
+    assert_eq!(limit.headers_after_zero.load(Ordering::SeqCst), 0);
     assert_eq!(connection.handle().load(), 0, "the slot is given back");
 }
 
@@ -817,12 +814,7 @@ async fn a_close_without_goaway_is_not_recorded_as_a_graceful_goaway() {
             Ok(())
         })
         .await;
-        let tcp = tokio::net::TcpStream::connect(server.addr())
-            .await
-            .expect("connect");
-        let connection = h2pool::connection::Connection::handshake(tcp, &Http2Settings::default())
-            .await
-            .expect("handshake");
+        let connection = support::bare_connection_to(server.addr()).await;
         let handle = connection.handle().clone();
         // Kept, so that the close is the server's doing, not ours.
         let _kept = connection.clone();

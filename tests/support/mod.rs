@@ -85,12 +85,18 @@ pub fn get(url: String) -> http::Request<http_body_util::Empty<Bytes>> {
 
 /// A bare `Connection` to the test server, outside any pool.
 pub async fn bare_connection(server: &TestServer) -> h2pool::connection::Connection {
-    let tcp = tokio::net::TcpStream::connect(server.addr())
+    bare_connection_to(server.addr()).await
+}
+
+/// A bare `Connection` to the server at `addr` (the test server or a raw
+/// one), with default settings, outside any pool.
+pub async fn bare_connection_to(addr: std::net::SocketAddr) -> h2pool::connection::Connection {
+    let tcp = tokio::net::TcpStream::connect(addr)
         .await
-        .expect("connect to the test server");
+        .expect("connect to the server");
     h2pool::connection::Connection::handshake(tcp, &h2pool::connection::Http2Settings::default())
         .await
-        .expect("HTTP/2 handshake with the test server")
+        .expect("HTTP/2 handshake with the server")
 }
 
 /// Sends `count` GETs at `concurrency` to `url`; each response must pass
