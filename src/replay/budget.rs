@@ -62,9 +62,10 @@ pub struct RecentRequestsBudget {
     reserve: i64,
     /// What one request adds, in thousandths of a replay.
     deposit: i64,
-    /// A slot's value modulo this period (a power of two, one less) falls
-    /// under `deposit` once in 33 to 64 deposits; masking costs a deposit
-    /// less than a division, which takes tens of cycles.
+    /// The period between looks at the clock, less one: the period is a
+    /// power of two, of 33 to 64 deposits, so that a slot's value masked
+    /// with this is its value modulo the period (a division would cost
+    /// each deposit tens of cycles).
     clock_read_mask: i64,
 }
 
